@@ -1,0 +1,18 @@
+"""Shared test fixtures. Tests run on CPU; real-image tests skip cleanly without ../shared/data."""
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get("JAXSR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> pathlib.Path:
+    """The real-image folder (../shared/data or $JAXSR_SHARED_DATA); skips the test when absent."""
+    if not SHARED_DATA.is_dir():
+      pytest.skip(f"real test data not found at {SHARED_DATA} (set JAXSR_SHARED_DATA)")
+    return SHARED_DATA
