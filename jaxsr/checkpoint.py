@@ -1,0 +1,194 @@
+"""Orbax checkpoints for jaxsr: the only module that touches orbax.
+
+A workdir holds `checkpoints/<step>/` with three items:
+  state: the train state pytree (params, EMA params, optimizer state, step, rng),
+  data:  the input-pipeline iterator state (JSON), so a resumed run sees the same data order,
+  meta:  JSON with the step, the evaluation metrics and the config that produced it.
+Kept: the latest `keep` steps plus the best one by `best_metric` (higher is better).
+Saves are asynchronous; every call that needs the files on disk waits first.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read; the message names the path and the fix."""
+
+
+def _metric_of(best_metric: str):
+    def get(metrics: Mapping[str, float]) -> float:
+        return float(metrics[best_metric])
+    return get
+
+
+class Checkpointer:
+    """Saves and restores train state, iterator state and metadata under `workdir/checkpoints`.
+
+    Args:
+      workdir: run directory (created if missing).
+      keep: how many of the latest checkpoints to keep.
+      best_metric: metric name (in the `metrics` passed to `save`) whose maximum is always kept.
+      async_save: save in a background thread (the default); `wait()` blocks until written.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, keep: int = 3,
+                 best_metric: str | None = "psnr_y", async_save: bool = True):
+        self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+        self.best_metric = best_metric
+        policies: list[Any] = [ocm.LatestN(n=keep)]
+        if best_metric:
+            policies.append(ocm.BestN(get_metric_fn=_metric_of(best_metric), n=1,
+                                      keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocm.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data", "meta"))
+
+    # ----------------------------------------------------------------------------------- save
+    def save(self, step: int, state: Any, data_state: Mapping[str, Any] | None = None,
+             metrics: Mapping[str, float] | None = None, config: Any = None,
+             force: bool = True) -> bool:
+        """Saves `state` (a pytree of arrays) at `step`; returns whether a save started."""
+        meta = {"step": int(step), "metrics": _floats(metrics or {}),
+                "config": _config_json(config)}
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(dict(data_state or {})),
+            meta=ocp.args.JsonSave(meta),
+        )
+        clean_metrics = _floats(metrics) if metrics and self.best_metric in metrics else None
+        return self._manager.save(int(step), args=args, metrics=clean_metrics, force=force)
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._manager.close()
+
+    # -------------------------------------------------------------------------------- restore
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The kept step with the highest `best_metric` (None if no step has metrics)."""
+        best, best_value = None, None
+        for step in self.all_steps():
+            value = self.read_meta(step).get("metrics", {}).get(self.best_metric)
+            if value is not None and (best_value is None or value > best_value):
+                best, best_value = step, value
+        return best
+
+    def read_meta(self, step: int) -> dict:
+        path = self.directory / str(step) / "meta" / "metadata"
+        if not path.exists():  # Orbax's JSON handler file name differs between versions.
+            candidates = list((self.directory / str(step) / "meta").glob("*"))
+            path = candidates[0] if candidates else path
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read checkpoint metadata {path}: {e}") from e
+
+    def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict, dict]:
+        """Restores (state, data_state, meta) at `step` (None = latest) into `abstract_state`'s
+        structure, shapes, dtypes and shardings (e.g. from `jax.eval_shape` + shardings)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ))
+        except Exception as e:  # orbax raises many types; name the path and the fix.
+            raise CheckpointError(
+                f"cannot restore checkpoint {self.directory / str(step)}: {e}\n"
+                "The checkpoint may come from a different model/config, or be damaged: use a "
+                "new --workdir, or delete that step's folder to fall back to an older one."
+            ) from e
+        return restored.state, dict(restored.data or {}), dict(restored.meta or {})
+
+    def restore_raw(self, step: int | None = None) -> tuple[Any, dict]:
+        """Restores the state as saved (nested dicts of numpy arrays) without a target, with meta."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise CheckpointError(f"cannot restore checkpoint {self.directory / str(step)}: {e}") from e
+        return restored.state, dict(restored.meta or {})
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) describing a concrete pytree, for `restore`."""
+    def leaf(x):
+        sharding = getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+    return jax.tree.map(leaf, tree)
+
+
+def _floats(metrics: Mapping[str, Any] | None) -> dict:
+    return {k: float(v) for k, v in (metrics or {}).items()}
+
+
+def _config_json(config: Any) -> Any:
+    if config is None:
+        return None
+    if hasattr(config, "to_json_best_effort"):
+        return json.loads(config.to_json_best_effort())
+    return config
+
+
+def restore_params(workdir: str | pathlib.Path, which: str = "latest",
+                   use_ema: bool = True) -> tuple[Any, dict]:
+    """Loads model parameters from a run directory for inference.
+
+    Args:
+      workdir: a training run directory (holds `checkpoints/`).
+      which: 'latest', 'best' or a step number as a string.
+      use_ema: return the EMA parameters when the run kept them.
+    Returns:
+      (params pytree of numpy arrays, meta dict with 'step', 'metrics', 'config').
+    """
+    ckpt = Checkpointer(workdir, async_save=False)
+    if not ckpt.all_steps():
+        raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first "
+                              "(python -m jaxsr.main --config=... --workdir=...)")
+    if which == "latest":
+        step = ckpt.latest_step()
+    elif which == "best":
+        step = ckpt.best_step()
+        if step is None:
+            logging.warning("no checkpoint in %s has metrics; using the latest", ckpt.directory)
+            step = ckpt.latest_step()
+    else:
+        step = int(which)
+        if step not in ckpt.all_steps():
+            raise CheckpointError(f"step {step} not in {ckpt.directory} (have {ckpt.all_steps()})")
+    state, meta = ckpt.restore_raw(step)
+    ckpt.close()
+    params = state.get("ema_params") if use_ema else None
+    if params is None or (isinstance(params, dict) and not params):
+        params = state["params"]
+    return params, meta

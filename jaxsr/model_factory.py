@@ -1,0 +1,52 @@
+"""Builds the restoration network a config names (`config.model`), for training and inference.
+
+`config.model` fields: name (registry name, see `jaxsr.models.names()`), scale, dtype
+('float32' | 'bfloat16'), global_residual (add the bicubic-upsampled input to the network output,
+so the network learns a correction; with scale 1 that is the input itself), kwargs (passed to the
+model constructor, e.g. num_blocks, features).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class GlobalResidual(nn.Module):
+    """y = net(x) + up(x): `up` is MATLAB bicubic for scale > 1 and the identity for scale 1."""
+    net: nn.Module
+    scale: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (B, h, w, 3) float32 in [0, 1] -> (B, h*s, w*s, 3) float32."""
+        base = x
+        if self.scale > 1:
+            from jaxsr.imresize import imresize
+            b, h, w, c = x.shape
+            base = imresize(x, output_shape=(h * self.scale, w * self.scale))
+        return self.net(x) + base
+
+
+def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
+    """The Flax module for `config.model`; its `apply({'params': p}, x)` maps
+    (B, h, w, 3) float32 in [0, 1] to (B, h*scale, w*scale, 3) float32."""
+    from jaxsr import models
+    dtype_name = model_cfg.get("dtype", "float32")
+    if dtype_name not in DTYPES:
+        raise ValueError(f"config.model.dtype={dtype_name!r} is unknown; use one of {list(DTYPES)}")
+    kwargs = dict(model_cfg.get("kwargs", {}))
+    net = models.create(model_cfg.name, scale=int(model_cfg.scale), dtype=DTYPES[dtype_name],
+                        **kwargs)
+    if model_cfg.get("global_residual", False):
+        return GlobalResidual(net=net, scale=int(model_cfg.scale))
+    return net
+
+
+def init_params(model: nn.Module, rng: jax.Array, lr_patch: int) -> dict:
+    """Initial float32 parameters for inputs of size (1, lr_patch, lr_patch, 3)."""
+    x = jnp.zeros((1, lr_patch, lr_patch, 3), jnp.float32)
+    return model.init(rng, x)["params"]

@@ -1,0 +1,91 @@
+"""Turns `config.data` into sources, a checkpointable batch iterator and evaluation pairs.
+
+`config.data` fields: train_dir ('' = the shipped sample named by `sample`), lr_subdir,
+hr_subdir, val_dir ('' = hold out the last `val_count` pairs of train_dir), val_count,
+batch_size (global), hr_patch, augment, worker_count, synthetic_tasks (names from
+`jaxsr.degradations.task_names()`; non-empty = HR-only folder, LR made on device each step),
+mode ('down' | 'same', for synthetic tasks).
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxsr import samples
+from jaxsr.data import pipeline
+from jaxsr.data.sources import ImageFolderSource, PairedFolderSource
+
+
+class Subset:
+    """The records of `source` at `indices` (random access, picklable)."""
+
+    def __init__(self, source: Any, indices: Sequence[int]):
+        self.source, self.indices = source, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.source[self.indices[i]]
+
+
+def resolve_dir(path: str, sample: str) -> pathlib.Path:
+    """`path`, or the shipped sample folder `sample` when path is empty."""
+    return pathlib.Path(path).expanduser() if path else samples.path(sample)
+
+
+def split_train_val(source: Any, val_count: int) -> tuple[Any, Any]:
+    """Holds out the last `val_count` records (sorted by name) for evaluation."""
+    n = len(source)
+    if val_count >= n:
+        raise ValueError(f"config.data.val_count={val_count} leaves no training data "
+                         f"({n} pairs); lower it or set config.data.val_dir")
+    return Subset(source, range(n - val_count)), Subset(source, range(n - val_count, n))
+
+
+def paired_sources(d: ml_collections.ConfigDict, scale: int) -> tuple[Any, Any]:
+    """(train source, val source) of LR/HR pairs for `config.data`."""
+    root = resolve_dir(d.train_dir, d.sample)
+    source = PairedFolderSource(root, lr_subdir=d.lr_subdir, hr_subdir=d.hr_subdir, scale=scale)
+    if d.val_dir:
+        val = PairedFolderSource(pathlib.Path(d.val_dir).expanduser(), lr_subdir=d.lr_subdir,
+                                 hr_subdir=d.hr_subdir, scale=scale)
+        return source, val
+    return split_train_val(source, d.val_count)
+
+
+def hr_sources(d: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """(train, val) HR-only sources for synthetic degradations."""
+    root = resolve_dir(d.train_dir, d.sample)
+    source = ImageFolderSource(root)
+    if d.val_dir:
+        return source, ImageFolderSource(pathlib.Path(d.val_dir).expanduser())
+    return split_train_val(source, d.val_count)
+
+
+def local_batch_size(global_batch: int) -> int:
+    if global_batch % jax.process_count():
+        raise ValueError(f"config.data.batch_size={global_batch} must be divisible by the "
+                         f"number of processes ({jax.process_count()})")
+    return global_batch // jax.process_count()
+
+
+def train_iterator(d: ml_collections.ConfigDict, source: Any, scale: int, seed: int,
+                   paired: bool = True):
+    """(loader, iterator) yielding this process's share of each global batch."""
+    kwargs = dict(batch_size=local_batch_size(d.batch_size), hr_patch=d.hr_patch, seed=seed,
+                  augment=d.augment, worker_count=d.worker_count)
+    if paired:
+        loader = pipeline.paired_loader(source, scale=scale, **kwargs)
+    else:
+        loader = pipeline.hr_loader(source, **kwargs)
+    return loader, iter(loader)
+
+
+def eval_pairs(source: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """Full-size (lr, hr, name) triples of a paired source."""
+    return [(r["lr"], r["hr"], str(r["name"])) for r in (source[i] for i in range(len(source)))]
