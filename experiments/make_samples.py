@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
               args.out_dir / "clean_hr" / f"{i:03d}.png")
         rows.append((f"clean_hr/{i:03d}.png", f"{folder}/{i:03d}.png", y, x, args.clean_size, "-"))
 
-    table = "\n".join(f"| `{a}` | `{b}` | ({y}, {x}) | {s}x{s} | {p} |" for a, b, y, x, s, p in rows)
+    table = "\n".join(f"| `{a}` | `{b}` | ({y}, {x}) | {s}x{s} | {p} |"
+                      for a, b, y, x, s, p in rows)
     (args.out_dir / "LICENSES.md").write_text(LICENSES.format(table=table))
     print(f"wrote {len(rows)} samples to {args.out_dir}")
 

@@ -64,5 +64,6 @@ def test_total_size_and_licenses():
     assert "MIT" in text and "CameraSR" in text and "SelfExSR" in text
     for f in root.rglob("*.png"):  # every shipped image is listed with its crop box
         rel = f.relative_to(root)
-        key = f"{rel.parts[0]}/{{lr,hr}}/{f.name}" if rel.parts[0].startswith("city100") else str(rel)
+        paired = rel.parts[0].startswith("city100")
+        key = f"{rel.parts[0]}/{{lr,hr}}/{f.name}" if paired else rel.as_posix()
         assert f"`{key}`" in text, rel
