@@ -1,0 +1,179 @@
+"""Random-access image sources over folders (for grain loaders; picklable, read lazily).
+
+`PairedFolderSource(root)` reads `root/lr/*` and `root/hr/*` matched by file stem (the
+extensions may differ): `source[i] -> {'lr': (h, w, 3) uint8, 'hr': (h*s, w*s, 3) uint8,
+'name': str}`. `ImageFolderSource(root)` reads `root/*`: `{'hr': (H, W, 3) uint8, 'name': str}`.
+Construction only lists the folders (plus, for `scale=None`, the header of one pair); pixels are
+read in `__getitem__`.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from jaxsr.imageio import image_size, list_images, read_image, read_pair
+
+__all__ = ["PairedFolderSource", "ImageFolderSource", "match_pairs", "infer_scale"]
+
+PathLike = str | os.PathLike
+
+
+def _by_key(files: Iterable[pathlib.Path], key: Callable[[pathlib.Path], str | None],
+            folder: pathlib.Path, role: str) -> dict[str, pathlib.Path]:
+    out: dict[str, pathlib.Path] = {}
+    for f in files:
+        k = key(f)
+        if k is None:
+            continue
+        if k in out:
+            raise ValueError(f"two {role} files in '{folder}' have the same name '{k}': "
+                             f"'{out[k].name}' and '{f.name}'; keep only one of them")
+        out[k] = f
+    return out
+
+
+def match_pairs(lr_files: Iterable[PathLike], hr_files: Iterable[PathLike], *,
+                lr_key: Callable[[pathlib.Path], str | None] = lambda p: p.stem,
+                hr_key: Callable[[pathlib.Path], str | None] = lambda p: p.stem,
+                lr_dir: PathLike | None = None, hr_dir: PathLike | None = None,
+                ) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
+    """Pairs LR and HR files by a name key (default: the file stem).
+
+    Args:
+      lr_key / hr_key: path -> pair name, or None to ignore the file.
+      lr_dir / hr_dir: folders named in error messages.
+
+    Returns:
+      [(name, lr_path, hr_path)] sorted by name.
+
+    Raises:
+      ValueError: a file without partner (naming it and where the partner was expected),
+        duplicate names, or no pairs at all.
+    """
+    lr_files = [pathlib.Path(p) for p in lr_files]
+    hr_files = [pathlib.Path(p) for p in hr_files]
+    lr_dir = pathlib.Path(lr_dir) if lr_dir else (lr_files[0].parent if lr_files else None)
+    hr_dir = pathlib.Path(hr_dir) if hr_dir else (hr_files[0].parent if hr_files else None)
+    lr = _by_key(lr_files, lr_key, lr_dir, "LR")
+    hr = _by_key(hr_files, hr_key, hr_dir, "HR")
+    if not lr and not hr:
+        raise ValueError(f"no images found in LR folder '{lr_dir}' nor HR folder '{hr_dir}'; "
+                         "check the path and the folder layout")
+    only_lr = sorted(set(lr) - set(hr))
+    only_hr = sorted(set(hr) - set(lr))
+    if only_lr or only_hr:
+        lines = [f"LR '{lr[k]}' has no HR partner named '{k}' in '{hr_dir}'" for k in only_lr[:5]]
+        lines += [f"HR '{hr[k]}' has no LR partner named '{k}' in '{lr_dir}'" for k in only_hr[:5]]
+        more = len(only_lr) + len(only_hr) - len(lines)
+        if more > 0:
+            lines.append(f"... and {more} more")
+        raise ValueError("unpaired images:\n  " + "\n  ".join(lines)
+                         + "\nFix: add the missing partners or remove the extra files "
+                           "(pairs are matched by file name without extension)")
+    return [(k, lr[k], hr[k]) for k in sorted(lr)]
+
+
+def infer_scale(lr_path: PathLike, hr_path: PathLike) -> int:
+    """Integer scale HR / LR of one pair from the image headers (1 for same-size pairs)."""
+    (lh, lw), (hh, hw) = image_size(lr_path), image_size(hr_path)
+    if hh % lh or hw % lw or hh // lh != hw // lw or hh < lh:
+        raise ValueError(f"cannot infer an integer scale from LR '{lr_path}' ({lh}x{lw}) and HR "
+                         f"'{hr_path}' ({hh}x{hw}); pass scale= explicitly or fix the pair")
+    return hh // lh
+
+
+class PairedFolderSource:
+    """LR/HR pairs from `root/lr_subdir` and `root/hr_subdir`, matched by file stem.
+
+    Args:
+      root: folder holding the two subfolders.
+      scale: integer HR/LR size ratio (1: same-size pairs, e.g. City100, deraining); None
+        infers it from the first pair's headers. Every pair is checked when read.
+
+    `source[i]` -> {'lr': (h, w, 3) uint8, 'hr': (h*scale, w*scale, 3) uint8, 'name': str},
+    sorted by name.
+    """
+
+    def __init__(self, root: PathLike, lr_subdir: str = "lr", hr_subdir: str = "hr",
+                 scale: int | None = None):
+        self.root = pathlib.Path(root)
+        lr_dir, hr_dir = self.root / lr_subdir, self.root / hr_subdir
+        for d, role in ((lr_dir, "LR"), (hr_dir, "HR")):
+            if not d.is_dir():
+                raise FileNotFoundError(
+                    f"{role} folder '{d}' not found; PairedFolderSource expects "
+                    f"'{self.root}/{lr_subdir}/' and '{self.root}/{hr_subdir}/' with matching "
+                    "file names (set lr_subdir= / hr_subdir= for other names)")
+        pairs = match_pairs(list_images(lr_dir), list_images(hr_dir), lr_dir=lr_dir,
+                            hr_dir=hr_dir)
+        self._names = [n for n, _, _ in pairs]
+        self._lr = [str(p) for _, p, _ in pairs]
+        self._hr = [str(p) for _, _, p in pairs]
+        if scale is None:
+            scale = infer_scale(self._lr[0], self._hr[0])
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        self.scale = int(scale)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _index(self, i: int) -> int:
+        n = len(self._names)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} out of range for {n} pairs in '{self.root}'")
+        return j
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray | str]:
+        j = self._index(i)
+        lr, hr = read_pair(self._lr[j], self._hr[j], self.scale)
+        return {"lr": lr, "hr": hr, "name": self._names[j]}
+
+    def __repr__(self) -> str:
+        return f"PairedFolderSource('{self.root}', pairs={len(self)}, scale={self.scale})"
+
+
+class ImageFolderSource:
+    """Single images (e.g. clean HR images) from `root`, sorted by file name.
+
+    `source[i]` -> {'hr': (H, W, 3) uint8, 'name': str (file stem)}.
+    """
+
+    def __init__(self, root: PathLike, *, recursive: bool = False):
+        self.root = pathlib.Path(root)
+        files = list_images(self.root, recursive=recursive)
+        if not files:
+            raise ValueError(f"no images (.png .jpg .jpeg .bmp .tif .tiff) in '{self.root}'; "
+                             "check the path")
+
+        def name(p: pathlib.Path) -> str:
+            return p.relative_to(self.root).with_suffix("").as_posix()
+
+        by_name = _by_key(files, name, self.root, "image")
+        self._names: Sequence[str] = list(by_name)
+        self._paths = [str(p) for p in by_name.values()]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray | str]:
+        n = len(self._paths)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} out of range for {n} images in '{self.root}'")
+        return {"hr": read_image(self._paths[j]), "name": self._names[j]}
+
+    def __repr__(self) -> str:
+        return f"ImageFolderSource('{self.root}', images={len(self)})"
