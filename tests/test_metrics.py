@@ -1,0 +1,167 @@
+"""Tests for jaxsr.metrics against hand numbers, skimage and between the numpy / JAX paths."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from skimage.color import rgb2ycbcr
+from skimage.metrics import structural_similarity
+
+from jaxsr import metrics as M
+
+
+def _pair(seed=0, shape=(32, 40, 3), noise=12.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    base = 128 + 90 * (np.sin(xx / 4.0)[..., None] * np.cos(yy[..., None] / 6.0 + np.arange(shape[2])))
+    ref = np.clip(np.round(base), 0, 255).astype(np.uint8)
+    img = np.clip(np.round(base + rng.normal(0, noise, shape)), 0, 255).astype(np.uint8)
+    return img, ref
+
+
+def _skimage_ssim(img, ref):
+    return structural_similarity(img, ref, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False, data_range=255,
+                                 channel_axis=-1 if img.ndim == 3 else None)
+
+
+# --- PSNR --------------------------------------------------------------------------------------
+
+def test_psnr_hand_formula():
+    ref = np.zeros((4, 4, 3), np.uint8)
+    img = ref.copy()
+    img[1, 2, 0] = 255  # one wrong value out of 48 -> mse = 255^2 / 48
+    assert M.psnr(img, ref) == pytest.approx(10 * math.log10(48), abs=1e-12)
+    img2 = np.full((4, 4, 3), 10.0)
+    ref2 = np.full((4, 4, 3), 13.0)  # mse = 9
+    assert M.psnr(img2, ref2) == pytest.approx(10 * math.log10(255 ** 2 / 9), abs=1e-12)
+
+
+def test_psnr_identical_is_inf_in_both_paths():
+    img, _ = _pair()
+    assert M.psnr(img, img) == float("inf")
+    x = (img / 255.0)[None].astype(np.float32)
+    assert np.all(np.isposinf(np.asarray(M.psnr_batch(x, x))))
+
+
+def test_crop_border_removes_border_errors():
+    img, _ = _pair()
+    other = img.copy()
+    other[:2] = 0
+    other[:, -2:] = 255
+    assert np.isfinite(M.psnr(other, img, crop_border=1))
+    assert M.psnr(other, img, crop_border=2) == float("inf")
+    assert M.ssim(other, img, crop_border=2) == pytest.approx(1.0, abs=1e-12)
+
+
+# --- Y channel ---------------------------------------------------------------------------------
+
+def test_rgb_to_y_hand_values():
+    rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255],
+                     [128, 128, 128]]], np.uint8)
+    want = [16.0, 235.0, 16 + 65.481, 16 + 128.553, 16 + 24.966, 16 + 128 * 219.0 / 255]
+    np.testing.assert_allclose(M.rgb_to_y(rgb)[0], want, atol=1e-12)
+    np.testing.assert_array_equal(M.rgb_to_y(rgb, rounded=True)[0], [16, 235, 81, 145, 41, 126])
+
+
+def test_rgb_to_y_matches_skimage():
+    img, _ = _pair(3)
+    np.testing.assert_allclose(M.rgb_to_y(img), rgb2ycbcr(img / 255.0)[..., 0], atol=1e-10)
+
+
+def test_y_channel_metrics_equal_gray_metrics_on_y_images():
+    img, ref = _pair(4)
+    for rounded in (False, True):
+        yi, yr = M.rgb_to_y(img, rounded), M.rgb_to_y(ref, rounded)
+        assert M.psnr(img, ref, 3, True, rounded) == pytest.approx(
+            M.psnr(yi[3:-3, 3:-3], yr[3:-3, 3:-3]), abs=1e-12)
+        assert M.ssim(img, ref, 3, True, rounded) == pytest.approx(
+            M.ssim(yi[3:-3, 3:-3], yr[3:-3, 3:-3]), abs=1e-12)
+    # rounding Y changes the result (slightly)
+    assert M.psnr(img, ref, 0, True, True) != M.psnr(img, ref, 0, True, False)
+
+
+# --- SSIM vs skimage ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(32, 40, 3), (24, 24, 1), (20, 30)])
+@pytest.mark.parametrize("noise", [3.0, 25.0])
+def test_ssim_matches_skimage(shape, noise):
+    # skimage filters with 'reflect' padding and then drops (win_size - 1) // 2 = 5 pixels per
+    # side before averaging; with sigma=1.5 its window is 2 * int(3.5 * 1.5 + 0.5) + 1 = 11 taps,
+    # so its mean covers exactly our 'valid' region and the two agree to rounding error.
+    img, ref = _pair(1, shape if len(shape) == 3 else shape + (1,), noise)
+    if len(shape) == 2:
+        img, ref = img[..., 0], ref[..., 0]
+    assert M.ssim(img, ref) == pytest.approx(_skimage_ssim(img, ref), abs=1e-9)
+    # and with a border crop: same as skimage on the cropped images
+    c = 4
+    assert M.ssim(img, ref, crop_border=c) == pytest.approx(
+        _skimage_ssim(img[c:-c, c:-c], ref[c:-c, c:-c]), abs=1e-9)
+
+
+def test_ssim_identical_is_one_and_constant_offset_hand_value():
+    img, _ = _pair(5)
+    assert M.ssim(img, img) == pytest.approx(1.0, abs=1e-12)
+    # Constant images a and b: sigma terms vanish, SSIM = (2ab + c1) / (a^2 + b^2 + c1).
+    a, b = 100.0, 110.0
+    c1 = (0.01 * 255) ** 2
+    want = (2 * a * b + c1) / (a * a + b * b + c1)
+    got = M.ssim(np.full((16, 16, 3), a), np.full((16, 16, 3), b))
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_gaussian_window():
+    g = M.gaussian_window()
+    assert g.shape == (11,)
+    np.testing.assert_allclose(g.sum(), 1.0, atol=1e-15)
+    np.testing.assert_allclose(g[5] / g[6], math.exp(1 / (2 * 1.5 ** 2)), rtol=1e-12)
+
+
+# --- input validation --------------------------------------------------------------------------
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(8, 8, 3\).*\(8, 9, 3\)"):
+        M.psnr(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)))
+    with pytest.raises(ValueError, match=r"\(16, 16, 3\).*\(16, 16\)"):
+        M.ssim(np.zeros((16, 16, 3)), np.zeros((16, 16)))
+    with pytest.raises(ValueError, match=r"\(1, 8, 8, 3\).*\(1, 8, 8, 1\)"):
+        M.psnr_batch(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 1)))
+
+
+def test_other_invalid_inputs():
+    with pytest.raises(ValueError, match="crop_border=4"):
+        M.psnr(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)), crop_border=4)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        M.ssim(np.zeros((16, 16, 3)), np.zeros((16, 16, 3)), crop_border=3)
+    with pytest.raises(ValueError, match="RGB"):
+        M.psnr(np.zeros((8, 8, 1)), np.zeros((8, 8, 1)), test_y_channel=True)
+    with pytest.raises(ValueError, match=r"\(8, 8\)"):
+        M.rgb_to_y(np.zeros((8, 8)))
+
+
+# --- JAX batched path == numpy path ------------------------------------------------------------
+
+@pytest.mark.parametrize("crop,y_channel,y_rounded", [(0, False, False), (2, False, False),
+                                                      (3, True, False), (4, True, True)])
+def test_batched_jax_metrics_equal_numpy(crop, y_channel, y_rounded):
+    pairs = [_pair(s, (32, 28, 3), n) for s, n in ((10, 2.0), (11, 10.0), (12, 40.0))]
+    x = np.stack([p[0] for p in pairs]).astype(np.float32) / 255.0
+    y = np.stack([p[1] for p in pairs]).astype(np.float32) / 255.0
+    got_p = np.asarray(M.psnr_batch(x, y, crop, y_channel, y_rounded))
+    got_s = np.asarray(M.ssim_batch(x, y, crop, y_channel, y_rounded))
+    assert got_p.shape == got_s.shape == (3,)
+    want_p = [M.psnr(a, b, crop, y_channel, y_rounded) for a, b in pairs]
+    want_s = [M.ssim(a, b, crop, y_channel, y_rounded) for a, b in pairs]
+    np.testing.assert_allclose(got_p, want_p, atol=2e-4)
+    np.testing.assert_allclose(got_s, want_s, atol=2e-6)
+
+
+def test_ssim_batch_float32_is_accurate_on_bright_low_contrast_images():
+    # Bright, nearly flat images are where E[x^2] - mu^2 cancels badly in float32.
+    rng = np.random.default_rng(7)
+    ref = np.clip(np.round(245 + rng.normal(0, 1.5, (2, 24, 24, 3))), 0, 255)
+    img = np.clip(np.round(ref + rng.normal(0, 1.0, ref.shape)), 0, 255)
+    got = np.asarray(M.ssim_batch((img / 255).astype(np.float32), (ref / 255).astype(np.float32)))
+    want = [M.ssim(a, b) for a, b in zip(img, ref)]
+    np.testing.assert_allclose(got, want, atol=2e-6)
