@@ -1,0 +1,105 @@
+"""Blur kernels with traced parameters and a depthwise blur of one image.
+
+Kernels are (size, size) float32, size odd and static (default 21), centred, summing to 1.
+Coordinates: x runs along columns (to the right), y along rows (downwards); an angle theta
+turns the x axis towards the y axis (theta = pi/2 points down the rows).
+All parameters may be traced scalars, so kernels can be drawn per sample inside vmap/jit.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+KERNEL_SIZE = 21
+
+
+def _grid(size: int) -> tuple[jax.Array, jax.Array]:
+    """(x, y) coordinate grids, each (size, size), 0 at the centre pixel."""
+    if size % 2 != 1 or size < 1:
+        raise ValueError(f"kernel size must be a positive odd integer, got {size}; use e.g. 21.")
+    r = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
+    y, x = jnp.meshgrid(r, r, indexing="ij")
+    return x, y
+
+
+def _normalise(k: jax.Array) -> jax.Array:
+    return k / jnp.sum(k)
+
+
+def gaussian_kernel(sigma, size: int = KERNEL_SIZE) -> jax.Array:
+    """Isotropic Gaussian, std `sigma` pixels (sigma -> 0 gives the identity delta)."""
+    x, y = _grid(size)
+    s2 = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-6) ** 2
+    return _normalise(jnp.exp(-(x * x + y * y) / (2.0 * s2)))
+
+
+def anisotropic_gaussian_kernel(sigma_x, sigma_y, theta, size: int = KERNEL_SIZE) -> jax.Array:
+    """Gaussian with covariance R diag(sigma_x^2, sigma_y^2) R^T, R the rotation by `theta`.
+
+    theta = 0: `sigma_x` along columns, `sigma_y` along rows.
+    """
+    x, y = _grid(size)
+    sx2 = jnp.maximum(jnp.asarray(sigma_x, jnp.float32), 1e-6) ** 2
+    sy2 = jnp.maximum(jnp.asarray(sigma_y, jnp.float32), 1e-6) ** 2
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    # Inverse covariance R diag(1/sx2, 1/sy2) R^T, written out.
+    a = c * c / sx2 + s * s / sy2
+    b = c * s * (1.0 / sx2 - 1.0 / sy2)
+    d = s * s / sx2 + c * c / sy2
+    q = a * x * x + 2.0 * b * x * y + d * y * y
+    return _normalise(jnp.exp(-0.5 * q))
+
+
+def motion_kernel(length, theta, size: int = KERNEL_SIZE) -> jax.Array:
+    """Straight motion of `length` pixels along angle `theta`, centred, anti-aliased.
+
+    Each pixel's weight is a box of the given length along the motion (with 1-pixel linear
+    ramps at the ends) times a 1-pixel tent across it, so the kernel varies smoothly with
+    traced `length` and `theta`. length 0 gives the delta; lengths are capped by `size`.
+    """
+    x, y = _grid(size)
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    along = x * c + y * s
+    across = -x * s + y * c
+    half = 0.5 * jnp.maximum(jnp.asarray(length, jnp.float32), 0.0)
+    w_along = jnp.clip(half + 0.5 - jnp.abs(along), 0.0, 1.0)
+    w_across = jnp.clip(1.0 - jnp.abs(across), 0.0, 1.0)
+    return _normalise(w_along * w_across)
+
+
+def disk_kernel(radius, size: int = KERNEL_SIZE) -> jax.Array:
+    """Defocus (pillbox) disk of `radius` pixels with a 1-pixel anti-aliased rim.
+
+    Weight clip(radius + 0.5 - distance, 0, 1); radius 0 gives the delta.
+    """
+    x, y = _grid(size)
+    r = jnp.maximum(jnp.asarray(radius, jnp.float32), 0.0)
+    dist = jnp.sqrt(x * x + y * y)
+    return _normalise(jnp.clip(r + 0.5 - dist, 0.0, 1.0))
+
+
+def blur(img: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Convolve each channel of `img` (H, W, C) with `kernel` (k, k), k odd.
+
+    True convolution (kernel flipped) with reflect padding that does not repeat the edge
+    pixel (numpy 'reflect' = scipy.ndimage 'mirror'), so the output equals
+    `scipy.ndimage.convolve(img[..., c], kernel, mode='mirror')`. The kernel is used as given
+    (not renormalised). Returns (H, W, C) in the dtype of `img`; no clipping.
+    """
+    if img.ndim != 3 or kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(
+            f"blur expects img (H, W, C) and a square kernel (k, k); got {img.shape} and "
+            f"{kernel.shape}. vmap over the batch for (B, H, W, C).")
+    k = kernel.shape[0]
+    if k % 2 != 1:
+        raise ValueError(f"blur kernel size must be odd, got {k}.")
+    p = k // 2
+    channels = img.shape[-1]
+    x = jnp.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect")
+    w = jnp.flip(kernel, (0, 1)).astype(img.dtype)
+    w = jnp.broadcast_to(w[:, :, None, None], (k, k, 1, channels))
+    out = jax.lax.conv_general_dilated(
+        x[None], w, window_strides=(1, 1), padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
+        precision=jax.lax.Precision.HIGHEST)
+    return out[0]
