@@ -239,8 +239,8 @@ def _locate(patch, images):
     """(image index, y, x) of an exact occurrence of `patch` in one of `images`, or None."""
     p = patch.shape[0]
     for i, img in enumerate(images):
-        win = np.lib.stride_tricks.sliding_window_view(img[..., 0], (p, p))
-        ys, xs = np.nonzero(np.all(win == patch[..., 0], axis=(2, 3)))
+        rows = np.lib.stride_tricks.sliding_window_view(img[:img.shape[0] - p + 1, :, 0], p, 1)
+        ys, xs = np.nonzero(np.all(rows == patch[0, :, 0], axis=-1))  # candidates: first row
         for y, x in zip(ys, xs):
             if np.array_equal(img[y:y + p, x:x + p], patch):
                 return i, int(y), int(x)
@@ -250,7 +250,8 @@ def _locate(patch, images):
 def test_loader_on_shipped_city100_samples_keeps_pairs_aligned():
     src = _LocalPairs(samples.path("city100_nikon"))
     assert len(src) == 8
-    hrs = [src[i]["hr"] for i in range(len(src))]
+    records = [src[i] for i in range(len(src))]
+    hrs = [r["hr"] for r in records]
     batch = _take(P.paired_loader(src, batch_size=4, hr_patch=48, scale=1, seed=0,
                                   augment=False), 1)[0]
     assert batch["lr"].shape == batch["hr"].shape == (4, 48, 48, 3)
@@ -258,7 +259,7 @@ def test_loader_on_shipped_city100_samples_keeps_pairs_aligned():
         where = _locate(hr, hrs)
         assert where is not None
         i, y, x = where
-        np.testing.assert_array_equal(lr, src[i]["lr"][y:y + 48, x:x + 48])
+        np.testing.assert_array_equal(lr, records[i]["lr"][y:y + 48, x:x + 48])
 
 
 def test_loader_over_paired_folder_source_matches_local_reader():
@@ -270,3 +271,19 @@ def test_loader_over_paired_folder_source_matches_local_reader():
     for a, b in zip(_take(make(theirs), 2), _take(make(ours), 2)):
         np.testing.assert_array_equal(a["lr"], b["lr"])
         np.testing.assert_array_equal(a["hr"], b["hr"])
+    pairs = P.eval_pairs(theirs)
+    assert [name for _, _, name in pairs] == [f.stem for f in ours.files]
+    for (lr, hr, _), i in zip(pairs, range(len(ours))):
+        assert lr.shape == hr.shape == (256, 256, 3)
+        np.testing.assert_array_equal(hr, ours[i]["hr"])
+
+
+def test_hr_loader_over_image_folder_source_on_clean_samples():
+    sources = pytest.importorskip("jaxsr.data.sources")
+    src = sources.ImageFolderSource(samples.path("clean_hr"))
+    images = [np.asarray(Image.open(f).convert("RGB"))
+              for f in sorted(samples.path("clean_hr").glob("*.png"))]
+    batch = _take(P.hr_loader(src, batch_size=4, hr_patch=32, seed=0, augment=False), 1)[0]
+    assert set(batch) == {"hr"} and batch["hr"].shape == (4, 32, 32, 3)
+    for patch in batch["hr"]:
+        assert _locate(patch, images) is not None
