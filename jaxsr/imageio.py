@@ -117,7 +117,9 @@ def _png16_color(path: pathlib.Path, rawmode: str) -> np.ndarray:
     """
     def decode(raw: str) -> np.ndarray:
         with Image.open(path) as im:
-            im.tile = [t._replace(args=raw) for t in im.tile]
+            # tile entries: (codec, extents, offset, rawmode[, ...]); a namedtuple in new PIL
+            im.tile = [type(t)._make((*t[:3], raw, *t[4:])) if hasattr(t, "_make")
+                       else (*t[:3], raw, *t[4:]) for t in im.tile]
             im.load()
             return np.asarray(im)
 
@@ -202,7 +204,7 @@ def _decode(path: pathlib.Path) -> np.ndarray:
             if _needs_tifffile(im):
                 return _read_tiff(path)
             # before anything that may load the pixels (PNG getexif() does) and clear the tile
-            raw = im.tile[0].args if im.format == "PNG" and len(im.tile) == 1 else None
+            raw = im.tile[0][3] if im.format == "PNG" and len(im.tile) == 1 else None
             orientation = _pil_orientation(im)
             arr = None
             if raw in ("RGB;16B", "RGBA;16B", "LA;16B"):

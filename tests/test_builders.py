@@ -83,6 +83,8 @@ def test_paired_folder(tmp_path):
         exp[n] = (lr, hr)
     b = build(builders.PairedFolder(root, data_dir=tmp_path / "tfds", test_names=["c"]))
     assert set(b.info.splits) == {"train", "test"}
+    assert b.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+    assert list(pathlib.Path(b.data_dir).glob("*-train.array_record-*"))
     assert_records(b, "train", {k: exp[k] for k in ["a", "b", "d"]})
     assert_records(b, "test", {"c": exp["c"]})
     # a second builder with the same options reads the prepared files
