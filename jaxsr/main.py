@@ -41,6 +41,8 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
     if _COORDINATOR.value or _DISTRIBUTED.value:
+        # CPU processes need gloo for cross-process collectives (no effect on GPU/TPU).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                    num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
@@ -59,10 +61,19 @@ def _config_arg() -> str:
     return flags.FLAGS["config"].serialize().split("=", 1)[-1]
 
 
+class _QuietLibraries(std_logging.Filter):
+    """Drops INFO chatter of orbax/grain/tfds (their warnings and errors still show)."""
+    NOISY = ("orbax", "grain", "tensorflow_datasets", "etils")
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(
+            f"/{n}/" in record.pathname for n in self.NOISY)
+
+
 def run() -> None:
     flags.mark_flags_as_required(["config"])
-    std_logging.getLogger("absl").setLevel(std_logging.INFO)
     logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     app.run(main)
 
 

@@ -16,7 +16,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 
 
 class GlobalResidual(nn.Module):
-    """y = net(x) + up(x): `up` is MATLAB bicubic for scale > 1 and the identity for scale 1."""
+    """y = up(x) + g * net(x): `up` is MATLAB bicubic for scale > 1 and the identity for scale 1;
+    `g` is a learnable per-channel gain initialised to 0 (ReZero), so training starts exactly at
+    the bicubic/identity baseline instead of at a random image."""
     net: nn.Module
     scale: int
 
@@ -28,7 +30,8 @@ class GlobalResidual(nn.Module):
             from jaxsr.imresize import imresize
             b, h, w, c = x.shape
             base = imresize(x, output_shape=(h * self.scale, w * self.scale))
-        return self.net(x) + base
+        gain = self.param("residual_gain", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+        return base + gain * self.net(x).astype(jnp.float32)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:

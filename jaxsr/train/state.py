@@ -49,7 +49,7 @@ def apply_update(state: TrainState, grads: Any, loss: jax.Array,
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra_args)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     return state.replace(
         step=state.step + 1,

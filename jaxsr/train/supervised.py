@@ -138,7 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 best_metric=config.train.best_metric)
     if checkpointer.latest_step() is not None:
         state, data_state, meta = checkpointer.restore(None, abstract_like(state))
-        batches = pipeline.restore_iterator(loader, data_state)
+        batches = pipeline.restore_iterator(loader, data_state["iterator"])
         logging.info("resumed from step %d in %s", meta["step"], checkpointer.directory)
 
     writer = MetricWriter(workdir)
@@ -170,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       checkpoint_every=config.train.checkpoint_every,
                       description=f"{config.model.name} x{scale}")
     state, final = run_loop(state=state, train_step=train_step, batches=batches, put_batch=put,
-                            data_state=lambda: pipeline.iterator_state(batches), loop=loop,
+                            data_state=lambda: {"iterator": pipeline.iterator_state(batches)}, loop=loop,
                             checkpointer=checkpointer, writer=writer, evaluate=evaluate,
                             config=config)
     checkpointer.close()
