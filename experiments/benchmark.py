@@ -1,0 +1,506 @@
+"""Throughput / compile-time / memory benchmark of the real jaxsr training and inference steps.
+
+Usage:
+  python experiments/benchmark.py [--section=supervised] \
+      [--models=edsr,edsr_baseline,rcan,nafnet_w32,unet] [--scale=2] [--dtype=float32,bfloat16] \
+      [--batch=16] [--patch=96] [--steps=20] [--warmup=3] [--infer_size=256x256] \
+      [--out=bench.jsonl] [--model_kwargs='{"edsr": {"num_blocks": 1}}'] [--isolate]
+
+`--models`, `--scale`, `--dtype`, `--batch` and `--patch` take comma lists; every combination is
+run. Each grid point gives one JSON row (printed, and appended to `--out` as JSON lines); a table
+is printed at the end.
+
+Section `supervised` measures exactly what `jaxsr.train.supervised` runs: the optimizer, loss and
+EMA of configs/supervised.py, `make_train_step` (paired uint8 batches, no synthesis) jitted by
+`compile_step` on a mesh of all devices (replicated, donated state; batch sharded over 'data'),
+and `make_apply_fn` for inference. Model `edsr` is the small EDSR of configs/supervised.py
+(4 blocks, 32 features, global residual); the other names are registry presets as published.
+
+Row fields (status 'ok'; 'skipped' / 'error' rows carry `note` / `error` instead of numbers):
+  section, model, scale, dtype, batch (global), patch (HR side), lr_patch, params,
+  lower_s / compile_s        jit lowering and XLA compilation of the train step (timed apart)
+  step_ms, steps_per_s, images_per_s, train_hr_mpix_per_s
+                             mean over --steps steps after --warmup steps; the device is synced
+                             only at the end of the timed window
+  loss                       loss of the last timed step (a finite number shows a real run)
+  train_gflops_per_step      XLA cost analysis of the compiled step (null if not reported)
+  train_temp_bytes, train_argument_bytes
+                             XLA memory analysis of the compiled step (null if not reported)
+  infer_size, infer_batch, infer_compile_s, infer_ms, infer_mpix_per_s
+                             `make_apply_fn` on (infer_batch, H, W, 3) LR inputs; megapixels
+                             counted on the output (H*scale x W*scale)
+  peak_bytes_in_use          max over local devices of `memory_stats()['peak_bytes_in_use']`
+                             (GPU/TPU; null on CPU). It is the peak since the process started,
+                             so in one process it only grows along the grid: use --isolate for
+                             a per-point number.
+  max_rss_bytes              the process's max resident set size (getrusage), same caveat
+  backend, device_kind, num_devices, num_processes, jax_version, jaxlib_version,
+  flax_version, flags (this script's flag values), time (UTC)
+
+NAFNet models are scale 1 only: scale > 1 points are skipped with a note. An exception in one
+grid point gives an 'error' row and the grid goes on.
+
+Adding a section: write `def my_section(cfg: Settings) -> list[dict]` (use `grid(cfg)` and
+`guarded(...)` to keep one row per point and errors contained) and add it to SECTIONS.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import gc
+import importlib.util
+import itertools
+import json
+import math
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+try:
+    import jaxsr  # noqa: F401
+except ImportError:  # run as a script from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+import ml_collections  # noqa: E402
+
+from jaxsr import models  # noqa: E402
+from jaxsr.model_factory import build_model, init_params  # noqa: E402
+from jaxsr.train import mesh as mesh_lib  # noqa: E402
+from jaxsr.train import supervised  # noqa: E402
+from jaxsr.train.optim import make_optimizer  # noqa: E402
+from jaxsr.train.state import create_state  # noqa: E402
+
+DEFAULT_MODELS = ["edsr", "edsr_baseline", "rcan", "nafnet_w32", "unet"]
+SCALE1_ONLY = (models.NAFNet,)   # model classes that only restore (output size = input size)
+
+_SECTION = flags.DEFINE_string("section", "supervised",
+                               "What to benchmark: 'supervised' (the supervised trainer's step).")
+_MODELS = flags.DEFINE_list("models", DEFAULT_MODELS, "Comma list of model registry names.")
+_BATCH = flags.DEFINE_list("batch", ["16"], "Comma list of global batch sizes.")
+_PATCH = flags.DEFINE_list("patch", ["96"], "Comma list of HR patch sides (divisible by scale).")
+_SCALE = flags.DEFINE_list("scale", ["2"], "Comma list of scales (1-4; NAFNet 1 only).")
+_DTYPE = flags.DEFINE_list("dtype", ["float32", "bfloat16"],
+                           "Comma list of compute dtypes (float32, bfloat16, float16).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps per point.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps before the timed window.")
+_INFER_SIZE = flags.DEFINE_string("infer_size", "256x256",
+                                  "LR input HxW for inference ('' or 0 = skip inference).")
+_INFER_BATCH = flags.DEFINE_integer("infer_batch", 1, "Images per inference call.")
+_INFER_STEPS = flags.DEFINE_integer("infer_steps", 3, "Timed inference calls (after 1 untimed).")
+_MODEL_KWARGS = flags.DEFINE_string(
+    "model_kwargs", "",
+    'JSON {model name: {field: value}} overriding model fields, e.g. '
+    '\'{"edsr": {"num_blocks": 1, "features": 8}}\'; the key "global_residual" sets '
+    "config.model.global_residual.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for parameters and the random batch.")
+_OUT = flags.DEFINE_string("out", "", "JSON-lines file the rows are appended to ('' = none).")
+_ISOLATE = flags.DEFINE_bool("isolate", False,
+                             "Run every grid point in a fresh process (per-point peak memory).")
+
+_GRID_FLAGS = ("models", "scale", "dtype", "batch", "patch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to run: the grid lists and the per-point knobs (mirrors the flags)."""
+    section: str = "supervised"
+    models: tuple[str, ...] = tuple(DEFAULT_MODELS)
+    scales: tuple[int, ...] = (2,)
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    batches: tuple[int, ...] = (16,)
+    patches: tuple[int, ...] = (96,)
+    steps: int = 20
+    warmup: int = 3
+    infer_size: tuple[int, int] | None = (256, 256)
+    infer_batch: int = 1
+    infer_steps: int = 3
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point."""
+    model: str
+    scale: int
+    dtype: str
+    batch: int
+    patch: int
+
+
+def grid(cfg: Settings) -> Iterator[Point]:
+    for m, s, d, b, p in itertools.product(cfg.models, cfg.scales, cfg.dtypes, cfg.batches,
+                                           cfg.patches):
+        yield Point(m, s, d, b, p)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """'256x256' / '256' -> (256, 256); '' / '0' -> None (no inference)."""
+    text = text.strip().lower()
+    if text in ("", "0", "none"):
+        return None
+    parts = text.split("x")
+    try:
+        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+    except ValueError:
+        raise ValueError(f"--infer_size={text!r} is not HxW; use e.g. --infer_size=256x256") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"--infer_size={text!r} must be positive; use e.g. 256x256")
+    return h, w
+
+
+def _ints(name: str, values: list[str]) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--{name}={','.join(values)} must be a comma list of integers") from None
+
+
+def settings_from_flags() -> Settings:
+    kwargs = json.loads(_MODEL_KWARGS.value) if _MODEL_KWARGS.value.strip() else {}
+    if not isinstance(kwargs, dict) or not all(isinstance(v, dict) for v in kwargs.values()):
+        raise ValueError('--model_kwargs must be a JSON object {model: {field: value}}, e.g. '
+                         '\'{"edsr": {"num_blocks": 1}}\'')
+    return Settings(
+        section=_SECTION.value, models=tuple(_MODELS.value), scales=_ints("scale", _SCALE.value),
+        dtypes=tuple(_DTYPE.value), batches=_ints("batch", _BATCH.value),
+        patches=_ints("patch", _PATCH.value), steps=_STEPS.value, warmup=_WARMUP.value,
+        infer_size=parse_size(_INFER_SIZE.value), infer_batch=_INFER_BATCH.value,
+        infer_steps=_INFER_STEPS.value, model_kwargs=kwargs, seed=_SEED.value)
+
+
+def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of configs/<name>.py (the trainer's config file)."""
+    path = REPO / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_jaxsr_bench_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def environment() -> dict[str, Any]:
+    import flax
+    import jaxlib
+    dev = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device_kind": dev.device_kind,
+            "num_devices": jax.device_count(), "num_processes": jax.process_count(),
+            "jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
+            "flax_version": flax.__version__}
+
+
+def peak_device_bytes() -> int | None:
+    """Max `peak_bytes_in_use` over local devices, or None where the backend reports none."""
+    peaks = []
+    for dev in jax.local_devices():
+        try:
+            stats = dev.memory_stats()
+        except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+            stats = None
+        if stats and "peak_bytes_in_use" in stats:
+            peaks.append(int(stats["peak_bytes_in_use"]))
+    return max(peaks) if peaks else None
+
+
+def max_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)   # Linux reports KiB
+
+
+def compiled_stats(compiled) -> dict[str, float | None]:
+    """FLOPs and memory of a compiled executable as XLA reports them (None where it does not)."""
+    out = {"gflops": None, "temp_bytes": None, "argument_bytes": None}
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        if cost and cost.get("flops", -1) > 0:
+            out["gflops"] = float(cost["flops"]) / 1e9
+    except Exception:  # noqa: BLE001 - optional, backend dependent
+        pass
+    try:
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            out["temp_bytes"] = int(mem.temp_size_in_bytes)
+            out["argument_bytes"] = int(mem.argument_size_in_bytes)
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def point_row(section: str, p: Point, **fields: Any) -> dict[str, Any]:
+    return {"section": section, "model": p.model, "scale": p.scale, "dtype": p.dtype,
+            "batch": p.batch, "patch": p.patch, **fields}
+
+
+def guarded(section: str, p: Point, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """fn() -> row fields; an exception becomes an 'error' row (printed) instead of ending the grid."""
+    try:
+        return point_row(section, p, status="ok", **fn())
+    except Exception as e:  # noqa: BLE001 - one bad point must not end the grid
+        traceback.print_exc(file=sys.stderr)
+        msg = f"{type(e).__name__}: {e}"
+        print(f"error: {section} {p.model} x{p.scale} {p.dtype} b{p.batch} p{p.patch}: "
+              f"{msg.splitlines()[0][:300]}", flush=True)
+        return point_row(section, p, status="error", error=msg[:2000])
+    finally:
+        gc.collect()
+
+
+def skip_reason(p: Point) -> str | None:
+    """Why a grid point cannot run (None = it can)."""
+    try:
+        cls = models.registry.get(p.model).cls
+    except ValueError:
+        return None   # unknown names fail inside the point, as an error row
+    if p.scale != 1 and issubclass(cls, SCALE1_ONLY):
+        return (f"{p.model} is a restoration model (scale 1 only); skipping scale {p.scale}. "
+                "Run it with --scale=1.")
+    return None
+
+
+# ----------------------------------------------------------------------------- supervised
+
+def supervised_model_config(base: ml_collections.ConfigDict, p: Point, cfg: Settings,
+                            ) -> ml_collections.ConfigDict:
+    """The trainer config for one point: configs/supervised.py with model/data/steps replaced.
+
+    `edsr` keeps the config file's small EDSR (kwargs, global residual); other names are the
+    registry presets (no kwargs, no global residual, as in the ':paper' variant).
+    """
+    config = ml_collections.ConfigDict(base.to_dict())
+    overrides = dict(cfg.model_kwargs.get(p.model, {}))
+    if p.model != base.model.name:
+        config.model.kwargs = {}
+        config.model.global_residual = False
+    config.model.global_residual = bool(overrides.pop("global_residual",
+                                                      config.model.global_residual))
+    config.model.kwargs = {**dict(config.model.kwargs), **overrides}
+    config.model.name = p.model
+    config.model.scale = p.scale
+    config.model.dtype = p.dtype
+    config.data.batch_size = p.batch
+    config.data.hr_patch = p.patch
+    config.train.num_steps = cfg.warmup + cfg.steps
+    return config
+
+
+def random_batch(rng: np.random.Generator, batch: int, hr: int, lr: int) -> dict[str, np.ndarray]:
+    """This process's share of a paired uint8 batch {'lr': (b, lr, lr, 3), 'hr': (b, hr, hr, 3)}."""
+    local = batch // jax.process_count()
+    return {"lr": rng.integers(0, 256, (local, lr, lr, 3), dtype=np.uint8),
+            "hr": rng.integers(0, 256, (local, hr, hr, 3), dtype=np.uint8)}
+
+
+def bench_supervised_point(p: Point, cfg: Settings, base: ml_collections.ConfigDict,
+                           ) -> dict[str, Any]:
+    if p.patch % p.scale:
+        raise ValueError(f"--patch={p.patch} is not divisible by --scale={p.scale}; "
+                         f"use a multiple of {p.scale}")
+    config = supervised_model_config(base, p, cfg)
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_batch_size(p.batch, mesh, what="--batch")
+    lr_patch = p.patch // p.scale
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(cfg.seed), lr_patch)
+    n_params = models.count_params(params)
+    optimizer, _ = make_optimizer(config.optim, config.train.num_steps)
+    state_sharding = mesh_lib.replicated(mesh)
+    state = jax.device_put(create_state(params, optimizer, cfg.seed), state_sharding)
+    del params
+    rng = np.random.default_rng(cfg.seed)
+    batch = mesh_lib.put_global_batch(random_batch(rng, p.batch, p.patch, lr_patch), mesh)
+
+    step = supervised.compile_step(supervised.make_train_step(model, optimizer, config), mesh,
+                                   state_sharding)
+    t0 = time.perf_counter()
+    lowered = step.lower(state, batch)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    stats = compiled_stats(compiled)
+
+    metrics = None
+    for _ in range(cfg.warmup):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    t3 = time.perf_counter()
+    for _ in range(cfg.steps):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    train_s = time.perf_counter() - t3
+    loss = float(jax.device_get(metrics["loss"])) if metrics is not None else None
+
+    row: dict[str, Any] = {
+        "lr_patch": lr_patch, "params": n_params,
+        "lower_s": t1 - t0, "compile_s": t2 - t1,
+        "step_ms": 1e3 * train_s / cfg.steps, "steps_per_s": cfg.steps / train_s,
+        "images_per_s": cfg.steps * p.batch / train_s,
+        "train_hr_mpix_per_s": cfg.steps * p.batch * p.patch ** 2 / train_s / 1e6,
+        "loss": loss, "train_gflops_per_step": stats["gflops"],
+        "train_temp_bytes": stats["temp_bytes"], "train_argument_bytes": stats["argument_bytes"],
+    }
+    del compiled, lowered, batch
+    if cfg.infer_size is not None:
+        row.update(bench_inference(model, mesh, state.params, p.scale, cfg))
+    del state
+    row["peak_bytes_in_use"] = peak_device_bytes()
+    row["max_rss_bytes"] = max_rss_bytes()
+    return row
+
+
+def bench_inference(model, mesh, params, scale: int, cfg: Settings) -> dict[str, Any]:
+    """`make_apply_fn` throughput on (infer_batch, H, W, 3) inputs; megapixels of the output."""
+    h, w = cfg.infer_size
+    n = cfg.infer_batch
+    x = np.random.default_rng(cfg.seed + 1).random((n, h, w, 3), dtype=np.float32)
+    sharding = (mesh_lib.batch_sharding(mesh) if n % mesh.devices.size == 0
+                else mesh_lib.replicated(mesh))
+    x = jax.device_put(x, sharding)
+    apply = supervised.make_apply_fn(model, mesh)
+    t0 = time.perf_counter()
+    compiled = apply.lower(params, x).compile()
+    compile_s = time.perf_counter() - t0
+    y = compiled(params, x)
+    jax.block_until_ready(y)
+    if y.shape != (n, h * scale, w * scale, 3):
+        raise RuntimeError(f"inference output shape {y.shape} != {(n, h * scale, w * scale, 3)}")
+    t1 = time.perf_counter()
+    for _ in range(cfg.infer_steps):
+        y = compiled(params, x)
+    jax.block_until_ready(y)
+    dt = time.perf_counter() - t1
+    return {"infer_size": f"{h}x{w}", "infer_batch": n, "infer_compile_s": compile_s,
+            "infer_ms": 1e3 * dt / cfg.infer_steps,
+            "infer_mpix_per_s": cfg.infer_steps * n * h * w * scale ** 2 / dt / 1e6}
+
+
+def supervised_section(cfg: Settings) -> list[dict[str, Any]]:
+    """One row per grid point for the supervised trainer's step."""
+    base = load_config("supervised")
+    rows = []
+    for p in grid(cfg):
+        reason = skip_reason(p)
+        if reason:
+            print(f"note: {reason}", flush=True)
+            rows.append(point_row("supervised", p, status="skipped", note=reason))
+            continue
+        print(f"running: supervised {p.model} x{p.scale} {p.dtype} batch {p.batch} "
+              f"patch {p.patch}", flush=True)
+        rows.append(guarded("supervised", p,
+                            lambda p=p: bench_supervised_point(p, cfg, base)))
+    return rows
+
+
+SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
+    "supervised": supervised_section,
+}
+
+
+# ----------------------------------------------------------------------------- driver
+
+def run(cfg: Settings) -> list[dict[str, Any]]:
+    """Rows of `cfg.section` with the environment added to each."""
+    if cfg.section not in SECTIONS:
+        raise ValueError(f"--section={cfg.section!r} is unknown; use one of {sorted(SECTIONS)}")
+    env = environment()
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return [{**row, **env, "time": stamp} for row in SECTIONS[cfg.section](cfg)]
+
+
+def run_isolated(cfg: Settings) -> list[dict[str, Any]]:
+    """Each grid point in a fresh `python benchmark.py` process (same flags, one point each)."""
+    rows = []
+    passthrough = [f.serialize() for f in _own_flags() if f.name not in _GRID_FLAGS + ("out",)]
+    for p in grid(cfg):
+        print(f"running (isolated): {cfg.section} {p.model} x{p.scale} {p.dtype} batch {p.batch} "
+              f"patch {p.patch}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "rows.jsonl")
+            cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), *passthrough,
+                   f"--models={p.model}", f"--scale={p.scale}", f"--dtype={p.dtype}",
+                   f"--batch={p.batch}", f"--patch={p.patch}", "--noisolate", f"--out={out}"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            sys.stderr.write(proc.stderr)
+            got = ([json.loads(line) for line in open(out) if line.strip()]
+                   if os.path.exists(out) else [])
+            if proc.returncode or not got:
+                msg = f"subprocess exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"
+                print(f"error: {p}: {msg}", flush=True)
+                got = [point_row(cfg.section, p, status="error", error=msg)]
+            for line in proc.stdout.splitlines():
+                if line.startswith(("note:", "error:")):
+                    print(line, flush=True)
+            rows += got
+    return rows
+
+
+def _own_flags() -> list:
+    """The flags this file defines (whatever module name it runs under)."""
+    return flags.FLAGS.get_flags_for_module(sys.modules[__name__])
+
+
+def flag_values() -> dict[str, Any]:
+    return {f.name: f.value for f in _own_flags()}
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    cols = [("model", 14, lambda r: r["model"]), ("x", 2, lambda r: str(r["scale"])),
+            ("dtype", 8, lambda r: r["dtype"]), ("batch", 5, lambda r: str(r["batch"])),
+            ("patch", 5, lambda r: str(r["patch"])),
+            ("params", 8, lambda r: _num(r.get("params") and r["params"] / 1e6, ".3f") + "M"
+             if r.get("params") else "-"),
+            ("lower_s", 7, lambda r: _num(r.get("lower_s"), ".2f")),
+            ("compile_s", 9, lambda r: _num(r.get("compile_s"), ".2f")),
+            ("step_ms", 9, lambda r: _num(r.get("step_ms"), ".1f")),
+            ("steps/s", 8, lambda r: _num(r.get("steps_per_s"), ".3f")),
+            ("img/s", 8, lambda r: _num(r.get("images_per_s"), ".2f")),
+            ("inferMP/s", 9, lambda r: _num(r.get("infer_mpix_per_s"), ".3f")),
+            ("peakMiB", 8, lambda r: _num(r.get("peak_bytes_in_use") and
+                                          r["peak_bytes_in_use"] / 2 ** 20, ".0f")),
+            ("rssMiB", 7, lambda r: _num(r.get("max_rss_bytes") and
+                                         r["max_rss_bytes"] / 2 ** 20, ".0f")),
+            ("status", 0, lambda r: r["status"] + (f" ({r.get('note') or r.get('error')})"[:90]
+                                                  if r["status"] != "ok" else ""))]
+    lines = ["  ".join(name.ljust(w) for name, w, _ in cols).rstrip()]
+    for r in rows:
+        lines.append("  ".join(f(r).ljust(w) for _, w, f in cols).rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    extra = argv[1:]
+    if extra:
+        raise app.UsageError(f"unexpected arguments {extra}; all options are --flags")
+    cfg = settings_from_flags()
+    if cfg.steps < 1 or cfg.warmup < 0 or cfg.infer_steps < 1:
+        raise app.UsageError("--steps and --infer_steps must be >= 1 and --warmup >= 0")
+    rows = run_isolated(cfg) if _ISOLATE.value else run(cfg)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(_OUT.value, "a")) if _OUT.value else None
+        for row in rows:
+            line = json.dumps({**row, "flags": flag_values()})
+            print(line, flush=True)
+            if out:
+                out.write(line + "\n")
+    print(format_table(rows), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

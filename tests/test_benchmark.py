@@ -1,0 +1,129 @@
+"""experiments/benchmark.py: row schema, arithmetic invariants between its columns, the parameter
+count of a hand-counted EDSR, the NAFNet scale>1 skip and per-point error rows. No timing checks."""
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "experiments" / "benchmark.py"
+
+OK_KEYS = {
+    "section", "model", "scale", "dtype", "batch", "patch", "status", "lr_patch", "params",
+    "lower_s", "compile_s", "step_ms", "steps_per_s", "images_per_s", "train_hr_mpix_per_s",
+    "loss", "train_gflops_per_step", "train_temp_bytes", "train_argument_bytes", "infer_size",
+    "infer_batch", "infer_compile_s", "infer_ms", "infer_mpix_per_s", "peak_bytes_in_use",
+    "max_rss_bytes", "backend", "device_kind", "num_devices", "num_processes", "jax_version",
+    "jaxlib_version", "flax_version", "time", "flags",
+}
+POSITIVE = ("params", "lower_s", "compile_s", "step_ms", "steps_per_s", "images_per_s",
+            "train_hr_mpix_per_s", "loss", "infer_compile_s", "infer_ms", "infer_mpix_per_s",
+            "max_rss_bytes")
+
+
+def _load():
+    """The script as a module, loaded once (it defines absl flags at import)."""
+    name = "jaxsr_experiments_benchmark"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def edsr_param_count(features: int, num_blocks: int, scale: int) -> int:
+    """EDSR parameters by hand: 3x3 convs with bias; head, blocks (2 convs), body end, x2
+    upsampler (conv c -> 4c), tail (c -> 3)."""
+    conv = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
+    assert scale == 2
+    c = features
+    return conv(3, c) + num_blocks * 2 * conv(c, c) + conv(c, c) + conv(c, 4 * c) + conv(c, 3)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "rows.jsonl"
+    out.write_text("")   # --out appends
+    cmd = [sys.executable, str(SCRIPT), "--models=edsr,nafnet_w32,no_such_model", "--scale=2",
+           "--dtype=float32", "--batch=2", "--patch=16", "--steps=2", "--warmup=1",
+           "--infer_size=8x12", "--infer_steps=1", f"--out={out}",
+           '--model_kwargs={"edsr": {"num_blocks": 1, "features": 8, "global_residual": false}}']
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return rows, proc.stdout
+
+
+def test_cli_ok_row(cli_run):
+    rows, stdout = cli_run
+    assert [r["model"] for r in rows] == ["edsr", "nafnet_w32", "no_such_model"]
+    row = rows[0]
+    assert row["status"] == "ok", row
+    assert OK_KEYS <= set(row), OK_KEYS - set(row)
+    for key in POSITIVE:
+        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, key
+    assert row["params"] == edsr_param_count(8, 1, 2) == 4531
+    assert row["lr_patch"] == 8 and row["infer_size"] == "8x12" and row["infer_batch"] == 1
+    # Columns derived from the same timed window agree with each other.
+    assert row["images_per_s"] == pytest.approx(2 * row["steps_per_s"], rel=1e-9)
+    assert row["step_ms"] * row["steps_per_s"] == pytest.approx(1000.0, rel=1e-9)
+    assert row["train_hr_mpix_per_s"] == pytest.approx(row["images_per_s"] * 16 * 16 / 1e6,
+                                                       rel=1e-9)
+    # One call makes a (1, 16, 24, 3) output: 384 pixels.
+    assert row["infer_mpix_per_s"] * row["infer_ms"] / 1e3 == pytest.approx(384 / 1e6, rel=1e-9)
+    assert row["backend"] == "cpu" and row["peak_bytes_in_use"] is None
+    assert row["flags"]["steps"] == 2 and row["flags"]["models"][0] == "edsr"
+    # Every row is also printed as the same JSON line, then a table.
+    printed = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert printed == rows
+    assert "compile_s" in stdout and "steps/s" in stdout
+
+
+def test_cli_nafnet_scale2_skipped_and_bad_model_is_an_error_row(cli_run):
+    rows, stdout = cli_run
+    skipped, error = rows[1], rows[2]
+    assert skipped["status"] == "skipped" and "scale 1 only" in skipped["note"]
+    assert "params" not in skipped
+    assert "note: nafnet_w32" in stdout
+    assert error["status"] == "error" and "no_such_model" in error["error"]
+
+
+def test_skip_needs_no_model_build():
+    bench = _load()
+    cfg = bench.Settings(models=("nafnet_w32", "nafnet"), scales=(2, 4), dtypes=("float32",),
+                         batches=(2,), patches=(16,), steps=1, warmup=0, infer_size=None)
+    rows = bench.supervised_section(cfg)
+    assert [(r["model"], r["scale"], r["status"]) for r in rows] == [
+        ("nafnet_w32", 2, "skipped"), ("nafnet_w32", 4, "skipped"),
+        ("nafnet", 2, "skipped"), ("nafnet", 4, "skipped")]
+    point = bench.Point
+    assert bench.skip_reason(point("nafnet_w32", 1, "float32", 2, 16)) is None
+    assert bench.skip_reason(point("edsr_baseline", 4, "float32", 2, 16)) is None
+
+
+def test_grid_and_parse_size():
+    bench = _load()
+    cfg = bench.Settings(models=("a", "b"), scales=(2, 3), dtypes=("float32", "bfloat16"),
+                         batches=(4,), patches=(48, 96))
+    points = list(bench.grid(cfg))
+    assert len(points) == 2 * 2 * 2 * 1 * 2 == len(set(points))
+    assert bench.parse_size("256x128") == (256, 128)
+    assert bench.parse_size("64") == (64, 64)
+    assert bench.parse_size("") is None and bench.parse_size("0") is None
+    with pytest.raises(ValueError, match="infer_size"):
+        bench.parse_size("12xab")
+
+
+def test_patch_not_divisible_is_an_error_row():
+    bench = _load()
+    cfg = bench.Settings(models=("edsr",), scales=(3,), dtypes=("float32",), batches=(2,),
+                         patches=(16,), steps=1, warmup=0, infer_size=None)
+    (row,) = bench.supervised_section(cfg)
+    assert row["status"] == "error" and "--patch=16" in row["error"]
