@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsr.inference import restore_image, tile_starts
+from jaxsr.inference import quantize, restore_image, tile_starts
 
 
 class TinyNet(nn.Module):
@@ -62,3 +62,58 @@ def test_tile_starts_cover_the_image():
 def test_overlap_must_be_smaller_than_tile():
     with pytest.raises(ValueError, match="overlap"):
         restore_image(lambda x: x, np.zeros((8, 8, 3), np.float32), 1, tile=8, overlap=8)
+
+
+def _whole_image_blend(apply, image, scale, tile, overlap, batch_tiles):
+    """Reference: the blend accumulated over the whole image at once (the pre-band algorithm)."""
+    from jaxsr.inference import _ramp
+    h, w, c = image.shape
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    boxes = [(y, x) for y in ys for x in xs]
+    acc = np.zeros((h * scale, w * scale, c), np.float32)
+    wsum = np.zeros((h * scale, w * scale, 1), np.float32)
+    to = tile * scale
+    for i in range(0, len(boxes), batch_tiles):
+        group = boxes[i:i + batch_tiles]
+        tiles = np.stack([image[y:y + tile, x:x + tile] for y, x in group])
+        tiles = np.concatenate([tiles, np.zeros((batch_tiles - len(group),) + tiles.shape[1:],
+                                                np.float32)])
+        for (y, x), pred in zip(group, np.asarray(apply(tiles))):
+            wt = (_ramp(to, overlap * scale, y == 0, y + tile >= h)[:, None]
+                  * _ramp(to, overlap * scale, x == 0, x + tile >= w)[None, :])[..., None]
+            acc[y * scale:y * scale + to, x * scale:x * scale + to] += pred * wt
+            wsum[y * scale:y * scale + to, x * scale:x * scale + to] += wt
+    return np.clip(acc / wsum, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("scale,tile,overlap", [(1, 16, 6), (2, 12, 4), (3, 20, 8)])
+def test_banded_blend_is_bit_identical_to_whole_image_blend(scale, tile, overlap):
+    model = TinyNet(scale)
+    image = np.random.default_rng(2).uniform(0, 1, (53, 41, 3)).astype(np.float32)
+    params = model.init(jax.random.key(1), image[None])
+    apply = jax.jit(lambda x: model.apply(params, x))
+    ref = _whole_image_blend(apply, image, scale, tile, overlap, 5)
+    got = restore_image(apply, image, scale, tile=tile, overlap=overlap, batch_tiles=5)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_preallocated_uint_output_and_finish():
+    model = TinyNet(2)
+    image = np.random.default_rng(3).uniform(0, 1, (37, 29, 3)).astype(np.float32)
+    params = model.init(jax.random.key(2), image[None])
+    apply = jax.jit(lambda x: model.apply(params, x))
+    ref = restore_image(apply, image, 2, tile=16, overlap=6, batch_tiles=2)
+    # uint16 output written band by band equals rounding the float result.
+    out16 = np.zeros((74, 58, 4), np.uint16)
+    res = restore_image(apply, image, 2, tile=16, overlap=6, batch_tiles=2, out=out16,
+                        finish=lambda b: quantize(b, np.uint16))
+    assert res is out16
+    np.testing.assert_array_equal(out16[..., :3], np.floor(ref * 65535 + 0.5).astype(np.uint16))
+    assert not out16[..., 3].any()  # the spare (alpha) channel is left alone
+    # A finish that reduces channels (RGB -> mean gray), uint8.
+    gray = np.zeros((74, 58, 1), np.uint8)
+    restore_image(apply, image, 2, tile=16, overlap=6, batch_tiles=2, out=gray,
+                  finish=lambda b: quantize(b.mean(-1, keepdims=True)))
+    np.testing.assert_array_equal(gray[..., 0], np.floor(ref.mean(-1) * 255 + 0.5))
+    with pytest.raises(ValueError, match="out has shape"):
+        restore_image(apply, image, 2, tile=16, overlap=6, out=np.zeros((10, 10, 3)))
