@@ -216,8 +216,9 @@ def test_jax_imresize_per_axis_with_uint8_rounding_reproduces_matlab_lr(shared_d
         # and the plain float path (no rounding between passes) is within 2 levels
         one_pass = np.asarray(rnd(ir.imresize(x, 1 / s))).astype(int)
         assert np.abs(one_pass - lr).max() <= 2, (name, s)
-    assert max(m for m, _ in stats) <= 1
-    assert min(f for _, f in stats) > 0.999
+    # measured: bit-exact on every Set5 and Set14 image (float32 is enough here)
+    assert max(m for m, _ in stats) == 0
+    assert min(f for _, f in stats) == 1.0
 
 
 def test_symmetric_boundary_matches_matlab_lr_only_inside(shared_data):
