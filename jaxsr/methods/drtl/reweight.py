@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 PyTree = Any
@@ -195,9 +196,12 @@ def relation_weighted_sum(weights: jax.Array | None = None,
     else:
         init_w = jnp.zeros((0,), jnp.float32)
 
+    init_np = np.asarray(init_w)
+
     def init_fn(params):
         del params
-        return RelationWeightState(weights=init_w)
+        # A fresh buffer per init: a donated opt_state must not delete the transform's copy.
+        return RelationWeightState(weights=jnp.asarray(init_np, jnp.float32))
 
     def update_fn(updates, state, params=None, *, task_weights=None, **extra_args):
         del params, extra_args
