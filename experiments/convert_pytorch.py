@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -51,8 +51,10 @@ _RCAN_RULES: list[tuple[str, str]] = [
     (r"head\.0\.(weight|bias)", r"head/\1"),
     (r"body\.(\d+)\.body\.(\d+)\.body\.0\.(weight|bias)", r"group_\1/block_\2/conv1/\3"),
     (r"body\.(\d+)\.body\.(\d+)\.body\.2\.(weight|bias)", r"group_\1/block_\2/conv2/\3"),
-    (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.0\.(weight|bias)", r"group_\1/block_\2/ca/down/\3"),
-    (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.2\.(weight|bias)", r"group_\1/block_\2/ca/up/\3"),
+    (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.0\.(weight|bias)",
+     r"group_\1/block_\2/ca/down/\3"),
+    (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.2\.(weight|bias)",
+     r"group_\1/block_\2/ca/up/\3"),
     (r"body\.(\d+)\.body\.(\d+)\.(weight|bias)", r"group_\1/conv/\3"),
     (r"body\.(\d+)\.(weight|bias)", r"body_conv/\2"),
     (r"tail\.0\.(\d+)\.(weight|bias)", r"upsampler/conv_{half:\1}/\2"),
@@ -190,7 +192,8 @@ def check_against_model(variables: Mapping[str, Any], model: Any,
         raise ValueError(
             "converted weights do not fit the model (wrong preset or scale?): "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}; "
-            f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}; shape mismatches {shapes[:5]}")
+            f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}; "
+            f"shape mismatches {shapes[:5]}")
 
 
 def load_torch_state_dict(path: str) -> dict[str, Any]:

@@ -3,12 +3,14 @@ registry errors, and (when PyTorch is installed) equivalence with PyTorch transc
 official EDSR / RCAN / NAFNet architectures through experiments/convert_pytorch.py.
 
 Parameter-count hand formulas (conv(i, o, k) = i*o*k*k + o, without bias i*o*k*k):
-  up(F, s)      = sum over shuffle stages r (x2: [2], x3: [3], x4: [2, 2], x1: []) of conv(F, r*r*F, 3)
+  up(F, s)      = sum over shuffle stages r (x2: [2], x3: [3], x4: [2, 2], x1: [])
+                  of conv(F, r*r*F, 3)
   EDSR(F, B, s) = conv(3, F, 3) + B * 2 conv(F, F, 3) + conv(F, F, 3) + up(F, s) + conv(F, 3, 3)
                   baseline F=64, B=16: x2 1,369,859  x3 1,554,499  x4 1,517,571   (published 1.37M)
                   large F=256, B=32:   x2 40,729,603 x3 43,680,003 x4 43,089,923  (published 43M)
   RCAB(F, r)    = 2 conv(F, F, 3) + conv(F, F/r, 1) + conv(F/r, F, 1)
-  RCAN(F, G, B) = conv(3, F, 3) + G (B RCAB + conv(F, F, 3)) + conv(F, F, 3) + up(F, s) + conv(F, 3, 3)
+  RCAN(F, G, B) = conv(3, F, 3) + G (B RCAB + conv(F, F, 3)) + conv(F, F, 3) + up(F, s)
+                  + conv(F, 3, 3)
                   F=64, G=10, B=20, r=16: x2 15,444,643 x3 15,629,283 x4 15,592,355; official
                   PyTorch counts 24 more (two frozen 1x1 MeanShift convs): 15,444,667 at x2.
   NAFBlock(c)   = conv(c, 2c, 1) + 2c*9 + 2c [depthwise] + conv(c, c, 1) [sca] + conv(c, c, 1)
@@ -303,8 +305,6 @@ def conv_input_dtypes(jaxpr) -> list:
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "conv_general_dilated":
             found.append((eqn.invars[0].aval.dtype, eqn.invars[1].aval.dtype))
-        for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else []:
-            found += conv_input_dtypes(sub)
         for v in eqn.params.values():
             if hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
                 found += conv_input_dtypes(v.jaxpr)
@@ -335,6 +335,35 @@ def test_bfloat16_compute_float32_params_and_output(name, kw):
     y32 = jax.jit(m32.apply)(params, x)
     err = float(jnp.max(jnp.abs(y16 - y32)))
     assert 0 < err < 0.1 * float(jnp.max(jnp.abs(y32))) + 0.05
+
+
+# ----------------------------------------------------------------------------- remat
+@pytest.mark.parametrize("name,kw", [
+    ("edsr", TINY["edsr"]), ("rcan", TINY["rcan"]),
+    ("nafnet", dict(width=4, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,))),
+])
+def test_remat_keeps_parameter_tree_and_values(name, kw):
+    """remat only changes what the backward pass stores: same params, outputs and gradients."""
+    scale = 1 if name == "nafnet" else 2
+    plain = models.create(name, scale=scale, **kw)
+    remat = models.create(name, scale=scale, remat=True, **kw)
+    x = rand((1, 6, 6, 3))
+    shapes = jax.eval_shape(plain.init, KEY, x)
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(
+        jax.eval_shape(remat.init, KEY, x))
+    params = randomize(shapes, 5)
+    if name == "nafnet":  # same nn.remat wrapping as the others; keep CPU time down
+        np.testing.assert_allclose(jax.jit(plain.apply)(params, x),
+                                   jax.jit(remat.apply)(params, x), rtol=1e-6, atol=1e-6)
+        return
+
+    def loss(m, p):
+        return jnp.mean(jnp.square(m.apply(p, x)))
+
+    g1 = jax.jit(jax.grad(lambda p: loss(plain, p)))(params)
+    g2 = jax.jit(jax.grad(lambda p: loss(remat, p)))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max()) + 1e-7)
 
 
 # ----------------------------------------------------------------------------- training
@@ -377,6 +406,12 @@ def test_preset_fields_and_overrides():
                                                                         jnp.bfloat16)
     assert models.describe("nafnet_w64")["width"] == 64
     assert models.describe("nafnet_w64")["enc_blocks"] == (1, 1, 1, 28)
+
+
+def test_list_fields_become_tuples_so_modules_hash():
+    m = models.create("nafnet", enc_blocks=[1, 2], dec_blocks=[2, 1])
+    assert m.enc_blocks == (1, 2) and m.dec_blocks == (2, 1)
+    assert hash(m) == hash(models.create("nafnet", enc_blocks=(1, 2), dec_blocks=(2, 1)))
 
 
 def test_unknown_name_lists_valid_and_close_names():
@@ -587,7 +622,8 @@ def test_torch_param_counts_of_official_layouts():
     with torch.device("meta"):
         counts = {
             "edsr_baseline_x2": edsr(64, 16, 2, 1.0), "edsr_large_x3": edsr(256, 32, 3, 0.1),
-            "rcan_x4": rcan(64, 10, 20, 16, 4), "nafnet_w32": nafnet(32, (1, 1, 1, 28), 1, (1,) * 4),
+            "rcan_x4": rcan(64, 10, 20, 16, 4),
+            "nafnet_w32": nafnet(32, (1, 1, 1, 28), 1, (1,) * 4),
         }
         counts = {k: sum(p.numel() for p in v.parameters()) for k, v in counts.items()}
     # The official EDSR/RCAN models hold two frozen MeanShift 1x1 convs (2 x 12 scalars).
@@ -650,3 +686,20 @@ def test_converter_rejects_unknown_keys_and_wrong_shapes(tmp_path):
     back = conv.load_npz(tmp_path / "w.npz")
     np.testing.assert_array_equal(back["params"]["head"]["kernel"],
                                   variables["params"]["head"]["kernel"])
+
+
+def test_converter_cli_on_full_size_edsr_baseline(tmp_path, capsys):
+    """End to end at the real size: official-layout EDSR-baseline x2 .pt -> .npz -> same output."""
+    torch, edsr, _, _ = torch_refs()
+    conv = load_converter()
+    torch.manual_seed(0)
+    net = edsr(64, 16, 2, 1.0)
+    torch.save(net.state_dict(), tmp_path / "edsr_baseline_x2.pt")
+    assert conv.main(["--model", "edsr_baseline", "--scale", "2", "--input",
+                      str(tmp_path / "edsr_baseline_x2.pt"), "--output",
+                      str(tmp_path / "w.npz")]) == 0
+    assert "1,369,859 parameters" in capsys.readouterr().out
+    variables = conv.load_npz(tmp_path / "w.npz")
+    x = rand((1, 6, 5, 3), seed=4)
+    model = models.create("edsr_baseline", scale=2)
+    assert_close(jax.jit(model.apply)(variables, x), run_torch(torch, net, x, 255.0))

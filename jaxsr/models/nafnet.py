@@ -12,8 +12,8 @@ are per-channel layer scales initialised to zero (so every block starts as ident
 the official code is 0 in all published configs and is left out. The test-time local
 ("TLC", NAFNetLocal) average pooling of the GoPro models is not implemented: pooling is global.
 
-Presets (official option files; parameter counts derived from the architecture, matching the
-published rounded figures):
+Presets (block counts from the official option files; parameter counts derived from the
+architecture; the GoPro ones agree with the quoted 17.11M / 67.89M):
   nafnet_w32       GoPro width 32, enc (1,1,1,28), middle 1, dec (1,1,1,1): 17,111,907 (17.11M)
   nafnet_w64       GoPro width 64, same blocks:                             67,888,835 (67.89M)
   nafnet_sidd_w32  SIDD width 32, enc (2,2,4,8), middle 12, dec (2,2,2,2):  29,159,715 (29.16M)

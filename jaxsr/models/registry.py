@@ -57,7 +57,8 @@ def register(name: str, doc: str = "", **preset: Any) -> Callable[[ModuleT], Mod
         if bad:
             raise TypeError(f"preset {name!r} sets unknown fields {bad} of {cls.__name__}; "
                             f"valid fields: {valid}")
-        _REGISTRY[name] = Entry(cls, dict(preset), doc or (cls.__doc__ or "").strip().split("\n")[0])
+        summary = doc or (cls.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = Entry(cls, dict(preset), summary)
         return cls
 
     return deco
@@ -93,8 +94,15 @@ def create(name: str, **kwargs: Any) -> nn.Module:
                           for b, c in close.items())
         raise TypeError(f"model {name!r} ({entry.cls.__name__}) has no field {hints}. "
                         f"Valid fields: {', '.join(valid)}")
-    config = {**entry.preset, **kwargs}
+    # Lists (from YAML / JSON configs) become tuples so the module stays hashable.
+    config = {k: _tuplify(v) for k, v in {**entry.preset, **kwargs}.items()}
     return entry.cls(**config)
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuplify(v) for v in value)
+    return value
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from jaxsr.models.registry import register
 
 
 class ConvBlock(nn.Module):
-    """`num_convs` x (conv 3x3 -> features, LeakyReLU 0.2). (B, H, W, any) -> (B, H, W, features)."""
+    """`num_convs` x (conv 3x3 -> features, LeakyReLU 0.2). (B, H, W, any) -> (B, H, W, F)."""
 
     features: int
     num_convs: int = 2
