@@ -1,0 +1,401 @@
+"""Restore images with a trained run or an exported artifact.
+
+    python -m jaxsr.predict --workdir=runs/supervised --input=photos/ --output=restored/
+    python -m jaxsr.predict --artifact=model.zip --input='shots/*.jpg' --output=out --ext=png
+
+`--input` is one image, a folder (its images, not recursive) or a glob. Each output keeps the
+input's file name (stem) in `--output`, with the input's extension or `--ext`.
+
+Any size: images are restored by overlapping tiles (`--tile`, `--overlap`, `--batch_tiles` per
+forward call) that are blended seamlessly; host memory holds one band of tiles in float plus the
+output in its final dtype (uint8, or uint16 for 16-bit), so a 4000x3000 photo at x4 fits a small
+machine. Formats:
+- RGB in, RGB out.
+- Gray (L, I;16, gray+alpha) in: restored as RGB (gray replicated), written back as gray, the
+  BT.601 luma 0.299 R + 0.587 G + 0.114 B of the restored RGB (PIL's RGB -> L conversion).
+- Alpha (RGBA, LA, palette with transparency): the colour goes through the model; the alpha is
+  resized to the output size with MATLAB bicubic (`jaxsr.imresize` weights), clipped, and
+  reattached. JPEG output cannot hold alpha: it is dropped with a warning.
+- 16-bit PNG/TIFF in: restored in float at full precision and written at 16 bit when the
+  output format allows it (PNG, TIFF); 8 bit otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob as glob_lib
+import logging
+import os
+import pathlib
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from jaxsr.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+from jaxsr.inference import quantize, restore_image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 128
+EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class PredictError(ValueError):
+    """A user error (input, output or model source); the message names it and the fix."""
+
+
+# ---------------------------------------------------------------------------------- restorers
+@dataclasses.dataclass
+class Restorer:
+    """What predict runs: `apply_fn` (b, T, T, 3) float32 [0, 1] -> (b, T*s, T*s, 3)."""
+    apply_fn: Callable
+    scale: int
+    description: str
+    input_hw: tuple[int, int] | None = None  # an artifact exported for fixed tiles only
+    default_tile: int = DEFAULT_TILE
+
+
+def _is_artifact(path: pathlib.Path) -> bool:
+    return (path.is_file() and path.suffix.lower() == ".zip") or (
+        path.is_dir() and (path / "metadata.json").is_file()
+        and (path / "forward.jaxexport").is_file())
+
+
+def from_run(workdir: str | os.PathLike, checkpoint: str = "latest",
+             use_ema: bool | None = None) -> Restorer:
+    """A restorer for a training run's checkpoint ('latest', 'best' or a step)."""
+    from jaxsr.run_config import load_run, make_forward
+    run = load_run(workdir, checkpoint, use_ema=use_ema)
+    params = jax.device_put(run.params)
+    fn = functools.partial(jax.jit(make_forward(run.model)), params)
+    return Restorer(fn, run.scale, f"{run.config.model.name} x{run.scale} from {run.workdir} "
+                    f"step {run.step}")
+
+
+def from_artifact(path: str | os.PathLike) -> Restorer:
+    """A restorer for an artifact written by `python -m jaxsr.export`."""
+    from jaxsr.export import load
+    model = load(path)
+    m = model.metadata
+    return Restorer(model.apply_fn, model.scale,
+                    f"{m.get('model')} x{model.scale} from artifact {model.path} "
+                    f"(step {m.get('checkpoint', {}).get('step')})", input_hw=model.input_hw)
+
+
+def load_restorer(workdir: str | None = None, artifact: str | None = None,
+                  checkpoint: str = "latest", use_ema: bool | None = None) -> Restorer:
+    """Exactly one of `workdir` (a training run) or `artifact` (an export); a workdir that holds
+    an artifact is treated as one."""
+    if bool(workdir) == bool(artifact):
+        raise PredictError("pass exactly one of --workdir (a training run) or --artifact (an "
+                           "exported model folder or .zip)")
+    if workdir and _is_artifact(pathlib.Path(workdir).expanduser()):
+        log.info("%s is an exported artifact; loading it as --artifact", workdir)
+        artifact, workdir = workdir, None
+    if artifact:
+        return from_artifact(artifact)
+    return from_run(workdir, checkpoint, use_ema)
+
+
+# ------------------------------------------------------------------------------------ inputs
+def resolve_inputs(spec: str | os.PathLike) -> list[pathlib.Path]:
+    """One image file, the images of a folder, or the images a glob matches (sorted)."""
+    path = pathlib.Path(spec).expanduser()
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise PredictError(f"input folder '{path}' holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                               "; pass the folder with the images, or a file or glob")
+        return files
+    if path.is_file():
+        return [path]
+    if glob_lib.has_magic(str(spec)):
+        files = sorted(pathlib.Path(p) for p in glob_lib.glob(os.path.expanduser(str(spec)),
+                                                             recursive=True)
+                       if pathlib.Path(p).is_file()
+                       and pathlib.Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise PredictError(f"the glob '{spec}' matches no image files; check the pattern "
+                               "(quote it so the shell does not expand it)")
+        return files
+    raise PredictError(f"input '{path}' does not exist; pass an image file, a folder of images "
+                       "or a quoted glob such as 'photos/*.jpg'")
+
+
+def output_paths(inputs: Sequence[pathlib.Path], output_dir: str | os.PathLike,
+                 ext: str | None = None) -> list[pathlib.Path]:
+    """`output_dir/<stem>.<ext or the input's extension>` for each input; collisions and
+    overwriting an input are errors."""
+    if ext:
+        ext = ext.lower().lstrip(".")
+        if ext not in EXTENSIONS:
+            raise PredictError(f"--ext={ext!r} is not an image format; use one of "
+                               f"{', '.join(EXTENSIONS)} (or leave it empty to keep the input's)")
+    out_dir = pathlib.Path(output_dir).expanduser()
+    outs, seen = [], {}
+    for p in inputs:
+        out = out_dir / (p.stem + ("." + ext if ext else p.suffix))
+        if out.resolve() in seen:
+            raise PredictError(f"'{seen[out.resolve()]}' and '{p}' would both be written to "
+                               f"'{out}'; keep the extensions (no --ext) or split the inputs")
+        if out.resolve() == p.resolve():
+            raise PredictError(f"writing '{out}' would overwrite the input; pick another --output")
+        seen[out.resolve()] = p
+        outs.append(out)
+    return outs
+
+
+@dataclasses.dataclass
+class ImageInfo:
+    """What the file holds, from its header."""
+    gray: bool
+    alpha: bool
+    high_bit: bool  # 16-bit (or float) samples
+
+
+def probe_image(path: str | os.PathLike) -> ImageInfo:
+    """Gray / alpha / 16-bit of an image file from its header (no pixel decode)."""
+    from PIL import Image
+    path = pathlib.Path(path)
+    try:
+        with Image.open(path) as im:
+            mode, fmt = im.mode, im.format
+            bands = im.getbands()
+            alpha = "A" in bands or "a" in bands or (
+                mode == "P" and ("transparency" in im.info
+                                 or (im.palette is not None and im.palette.mode == "RGBA")))
+            gray = mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16")
+            high = mode.startswith("I;16") or mode in ("I", "F")
+            if fmt == "PNG" and im.tile and ";16" in str(im.tile[0][3]):
+                high = True
+            if fmt == "TIFF":
+                bits = im.tag_v2.get(258, (8,))
+                bits = bits if isinstance(bits, tuple) else (bits,)
+                high = high or max(bits) > 8
+                spp = int(im.tag_v2.get(277, len(bands)))
+                gray = gray or spp in (1, 2)
+                alpha = alpha or spp in (2, 4)
+            return ImageInfo(gray=gray, alpha=alpha, high_bit=high)
+    except Exception:
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            return ImageInfo(False, False, False)  # read_image reports what is wrong
+    try:
+        import tifffile
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            spp = int(page.samplesperpixel)
+            return ImageInfo(gray=spp in (1, 2), alpha=spp in (2, 4) or bool(page.extrasamples),
+                             high_bit=page.dtype is not None and page.dtype.itemsize > 1)
+    except Exception:
+        return ImageInfo(False, False, False)
+
+
+# ------------------------------------------------------------------------------------- alpha
+def resize_alpha(alpha: np.ndarray, scale: int, block: int = 256,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """MATLAB-bicubic upsampling of an alpha plane by an integer scale, block by block.
+
+    Each block of `block` x `block` input pixels is resized with a 4-pixel context margin (the
+    bicubic taps reach 3 pixels), so the result equals resizing the whole plane
+    (`jaxsr.imresize.imresize`, replicate boundary) to float rounding, with memory bounded by
+    the block.
+
+    Args:
+      alpha: (h, w) float in [0, 1].
+      out: optional (h*s, w*s) array to fill; float32 clipped to [0, 1] by default, integer
+        dtypes receive `quantize`d values.
+    Returns:
+      `out`.
+    """
+    from jaxsr.imresize import resize_weights
+    alpha = np.asarray(alpha, np.float32)
+    h, w = alpha.shape
+    if out is None:
+        out = np.empty((h * scale, w * scale), np.float32)
+    integer = np.issubdtype(out.dtype, np.integer)
+    margin = 4
+    for a in range(0, h, block):
+        b = min(h, a + block)
+        a0, b0 = max(0, a - margin), min(h, b + margin)
+        mh = resize_weights(b0 - a0, (b0 - a0) * scale, float(scale))
+        mh = mh[(a - a0) * scale:(b - a0) * scale]
+        for c in range(0, w, block):
+            d = min(w, c + block)
+            c0, d0 = max(0, c - margin), min(w, d + margin)
+            mw = resize_weights(d0 - c0, (d0 - c0) * scale, float(scale))
+            mw = mw[(c - c0) * scale:(d - c0) * scale]
+            res = np.clip(mh @ alpha[a0:b0, c0:d0].astype(np.float64) @ mw.T, 0.0, 1.0)
+            out[a * scale:b * scale, c * scale:d * scale] = (
+                quantize(res, out.dtype) if integer else res)
+    return out
+
+
+# ----------------------------------------------------------------------------------- restore
+def _tile_for(restorer: Restorer, tile: int | None) -> int:
+    if restorer.input_hw is not None:
+        fixed = restorer.input_hw[0]
+        if tile and tile != fixed:
+            log.warning("this artifact runs on %dx%d tiles only; using --tile=%d", fixed, fixed,
+                        fixed)
+        return fixed
+    return int(tile or restorer.default_tile)
+
+
+def restore_array(restorer: Restorer, image: np.ndarray, tile: int | None = None,
+                  overlap: int = 16, batch_tiles: int = 4, progress: bool | str = False,
+                  out: np.ndarray | None = None, finish: Callable | None = None) -> np.ndarray:
+    """Restores (h, w, 3) float32 [0, 1] -> (h*s, w*s, 3) float32 [0, 1] (or into `out`, see
+    `jaxsr.inference.restore_image`)."""
+    tile = _tile_for(restorer, tile)
+    overlap = min(overlap, tile - 1)
+    return restore_image(restorer.apply_fn, image, restorer.scale, tile=tile, overlap=overlap,
+                         batch_tiles=batch_tiles, progress=progress, out=out, finish=finish)
+
+
+def restore_file(restorer: Restorer, in_path: str | os.PathLike, out_path: str | os.PathLike,
+                 tile: int | None = None, overlap: int = 16, batch_tiles: int = 4,
+                 progress: bool | str = False) -> dict:
+    """Restores one image file into `out_path` (format from its extension, see module doc).
+
+    Returns:
+      {'input', 'output', 'in_shape', 'out_shape', 'dtype', 'gray', 'alpha', 'seconds'}.
+    """
+    start = time.perf_counter()
+    in_path, out_path = pathlib.Path(in_path), pathlib.Path(out_path)
+    info = probe_image(in_path)
+    image = read_image(in_path, np.float32, keep_alpha=info.alpha)
+    h, w = image.shape[:2]
+    s = restorer.scale
+    fmt = out_path.suffix.lower()
+    dtype = np.uint16 if info.high_bit and fmt in (".png", ".tif", ".tiff") else np.uint8
+    keep_alpha = info.alpha
+    if keep_alpha and fmt in (".jpg", ".jpeg"):
+        log.warning("%s: JPEG cannot store the alpha channel of %s; it is dropped (write .png to "
+                    "keep it)", out_path, in_path)
+        keep_alpha = False
+    color = 1 if info.gray else 3
+    out = np.empty((h * s, w * s, color + int(keep_alpha)), dtype)
+
+    def finish(band: np.ndarray) -> np.ndarray:
+        if info.gray:
+            band = np.clip(band @ _LUMA, 0.0, 1.0)[..., None]
+        return quantize(band, dtype)
+
+    restore_array(restorer, image[..., :3], tile, overlap, batch_tiles, progress, out, finish)
+    if keep_alpha:
+        alpha = image[..., 3]
+        if np.all(alpha == 1.0):
+            out[..., -1] = np.iinfo(dtype).max
+        else:
+            resize_alpha(alpha, s, out=out[..., -1])
+    write_image(out_path, out[..., 0] if out.shape[-1] == 1 else out)
+    return {"input": str(in_path), "output": str(out_path), "in_shape": (h, w),
+            "out_shape": out.shape, "dtype": np.dtype(dtype).name, "gray": info.gray,
+            "alpha": keep_alpha, "seconds": time.perf_counter() - start}
+
+
+def predict(inputs: str | os.PathLike | Sequence, output_dir: str | os.PathLike,
+            restorer: Restorer, ext: str | None = None, tile: int | None = None,
+            overlap: int = 16, batch_tiles: int = 4, progress: bool = True,
+            skip_errors: bool = False) -> list[dict]:
+    """Restores every input image into `output_dir`.
+
+    Args:
+      inputs: a file, folder or glob (see `resolve_inputs`), or a list of files.
+      ext: output extension (png, jpg, tif, ...); None keeps each input's.
+      skip_errors: log unreadable images and go on (the result lists them with 'error');
+        otherwise the first error is raised.
+    Returns:
+      One dict per input (see `restore_file`), or {'input', 'error'} for skipped ones.
+    """
+    files = ([pathlib.Path(p) for p in inputs] if isinstance(inputs, (list, tuple))
+             else resolve_inputs(inputs))
+    outs = output_paths(files, output_dir, ext)
+    results = []
+    for i, (src, dst) in enumerate(zip(files, outs)):
+        label = f"{i + 1}/{len(files)} {src.name}" if progress else False
+        try:
+            r = restore_file(restorer, src, dst, tile, overlap, batch_tiles, label)
+        except ImageReadError as e:
+            if not skip_errors:
+                raise
+            log.error("%s", e)
+            results.append({"input": str(src), "error": str(e)})
+            continue
+        log.info("%s -> %s (%dx%d -> %dx%d, %s, %.1f s)", src, dst, *r["in_shape"],
+                 *r["out_shape"][:2], r["dtype"], r["seconds"])
+        results.append(r)
+    return results
+
+
+# -------------------------------------------------------------------------------------- CLI
+class _QuietLibraries(logging.Filter):
+    """Drops INFO records logged from orbax / grain / tfds code."""
+    NOISY = ("orbax", "grain", "tensorflow_datasets", "etils")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            f"/{n}/" in record.pathname for n in self.NOISY)
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "Training run directory (checkpoints/ inside).")
+    flags.DEFINE_string("artifact", None, "Exported model folder or .zip (python -m jaxsr.export).")
+    flags.DEFINE_string("checkpoint", "latest", "With --workdir: 'latest', 'best' or a step.")
+    flags.DEFINE_string("input", None, "An image file, a folder of images, or a quoted glob.")
+    flags.DEFINE_string("output", None, "Output folder (created).")
+    flags.DEFINE_string("ext", "", "Output format: png, jpg, tif, bmp (default: keep the input's).")
+    flags.DEFINE_integer("tile", 0, f"Tile size in input pixels (default {DEFAULT_TILE}).")
+    flags.DEFINE_integer("overlap", 16, "Tile overlap in input pixels (>= the model's receptive "
+                         "radius x 4/3 for seam-free output).")
+    flags.DEFINE_integer("batch_tiles", 4, "Tiles per forward call.")
+    flags.DEFINE_enum("ema", "auto", ["auto", "yes", "no"],
+                      "With --workdir: use the EMA weights (auto = as the run's evaluation did).")
+    return flags.FLAGS
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import app
+    from absl import logging as absl_logging
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    F = _define_flags.flags  # type: ignore[attr-defined]
+    if not F.input or not F.output:
+        raise app.UsageError("pass --input (file, folder or glob) and --output (a folder)")
+    from jaxsr.checkpoint import CheckpointError
+    from jaxsr.export import ArtifactError
+    try:
+        files = resolve_inputs(F.input)  # input errors first, before loading the model
+        output_paths(files, F.output, F.ext or None)
+        restorer = load_restorer(F.workdir, F.artifact, F.checkpoint,
+                                 {"auto": None, "yes": True, "no": False}[F.ema])
+        absl_logging.info("restoring %d image(s) with %s", len(files), restorer.description)
+        results = predict(files, F.output, restorer, F.ext or None, F.tile or None, F.overlap,
+                          F.batch_tiles, progress=True, skip_errors=True)
+    except (PredictError, CheckpointError, ArtifactError, ImageReadError,
+            FileNotFoundError) as e:
+        absl_logging.error("%s", e)
+        raise SystemExit(1) from None
+    failed = [r for r in results if "error" in r]
+    absl_logging.info("restored %d image(s) into %s", len(results) - len(failed), F.output)
+    if failed:
+        absl_logging.error("%d image(s) could not be read: %s", len(failed),
+                           ", ".join(r["input"] for r in failed))
+        raise SystemExit(1)
+
+
+def run() -> None:
+    from absl import app
+    from absl import logging as absl_logging
+    _define_flags.flags = _define_flags()  # type: ignore[attr-defined]
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

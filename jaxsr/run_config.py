@@ -1,0 +1,138 @@
+"""Configs and models of finished runs, for inference and export.
+
+- `load_config_file('configs/supervised.py:tiny')`: the ConfigDict a config file makes (what
+  `--config=` gives `jaxsr.main`), for notebooks and scripts.
+- `config_from_dict(d)`: rebuilds a locked ConfigDict from the JSON a checkpoint stores
+  (`meta['config']`) or a run's `config.json` (JSON lists become tuples again).
+- `load_run(workdir, checkpoint)`: (model, params, config, meta) of a trained run.
+- `make_forward(model)`: the pure inference function `(params, x) -> y` clipped to [0, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxsr.checkpoint import CheckpointError, restore_params
+from jaxsr.model_factory import build_model
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def config_from_dict(config: dict) -> ml_collections.ConfigDict:
+    """A locked ConfigDict from a JSON-decoded config (nested dicts; lists become tuples)."""
+    if not isinstance(config, dict):
+        raise TypeError(f"expected a config dict (JSON object), got {type(config).__name__}")
+    cfg = ml_collections.ConfigDict(_tuples(config))
+    cfg.lock()
+    return cfg
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config of a config file, as `--config=path.py[:variant]` gives it to `jaxsr.main`.
+
+    Args:
+      spec: 'configs/supervised.py' or 'configs/supervised.py:tiny,x4' (path relative to the
+        working directory, or absolute).
+    """
+    path_str, _, variant = spec.partition(":")
+    path = pathlib.Path(path_str).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' not found (from {spec!r}); run from the "
+                                "repository root or pass the full path of configs/<method>.py")
+    module_spec = importlib.util.spec_from_file_location(f"_jaxsr_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file '{path}' has no get_config(variant) function")
+    return module.get_config(variant or None)
+
+
+def read_run_config(workdir: str | pathlib.Path, meta: dict | None = None
+                    ) -> ml_collections.ConfigDict:
+    """The config of a run: the one saved with the checkpoint (`meta['config']`), else the run's
+    `config.json`."""
+    config = (meta or {}).get("config")
+    if not config:
+        path = pathlib.Path(workdir) / "config.json"
+        if not path.is_file():
+            raise CheckpointError(
+                f"the checkpoint in {workdir} stores no config and {path} is missing; the run "
+                "cannot be rebuilt. Copy the config.json of the run that made it into the workdir")
+        try:
+            config = json.loads(path.read_text())
+        except ValueError as e:
+            raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from the run") from e
+    cfg = config_from_dict(config)
+    if "model" not in cfg or "name" not in cfg.model or "scale" not in cfg.model:
+        raise CheckpointError(f"the config of {workdir} has no model.name / model.scale; it was "
+                              "not written by jaxsr.main")
+    return cfg
+
+
+@dataclasses.dataclass
+class Run:
+    """A restored run: `model.apply({'params': params}, x)` is its network."""
+    model: nn.Module
+    params: Any
+    config: ml_collections.ConfigDict
+    meta: dict  # 'step', 'metrics', 'config' of the checkpoint
+    workdir: pathlib.Path
+
+    @property
+    def scale(self) -> int:
+        return int(self.config.model.scale)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", -1))
+
+
+def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
+             use_ema: bool | None = None) -> Run:
+    """Restores a trained run for inference.
+
+    Args:
+      workdir: the run directory given to `jaxsr.main --workdir`.
+      checkpoint: 'latest', 'best' (highest `train.best_metric`) or a step number.
+      use_ema: use the EMA parameters; None = as the run's evaluation did (when
+        `train.ema_decay > 0`).
+    """
+    workdir = pathlib.Path(workdir).expanduser()
+    if not workdir.is_dir():
+        raise CheckpointError(f"workdir '{workdir}' does not exist; pass the --workdir of a "
+                              "training run (python -m jaxsr.main --config=... --workdir=DIR)")
+    checkpoint = str(checkpoint)
+    if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
+        raise ValueError(f"checkpoint={checkpoint!r}: use 'latest', 'best' or a step number")
+    if use_ema is None:
+        try:
+            cfg = read_run_config(workdir)
+            use_ema = float(cfg.get("train", {}).get("ema_decay", 0.0)) > 0
+        except CheckpointError:
+            use_ema = True
+    params, meta = restore_params(workdir, checkpoint, use_ema=use_ema)
+    config = read_run_config(workdir, meta)
+    model = build_model(config.model)
+    return Run(model=model, params=params, config=config, meta=meta, workdir=workdir)
+
+
+def make_forward(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+    """(params, x (B, h, w, 3) float32 in [0, 1]) -> (B, h*s, w*s, 3) float32 clipped to
+    [0, 1]; pure (not jitted)."""
+    def forward(params: Any, x: jax.Array) -> jax.Array:
+        return jnp.clip(model.apply({"params": params}, x).astype(jnp.float32), 0.0, 1.0)
+    return forward
