@@ -85,20 +85,36 @@ def test_anisotropic_matches_rotated_coordinates_formula():
 
 
 def test_motion_kernel_hand_values():
-    np.testing.assert_array_equal(np.asarray(B.motion_kernel(0.0, 1.0)), _delta())
-    k = np.asarray(B.motion_kernel(5.0, 0.0))          # 5 px horizontal line
-    ref = np.zeros((SIZE, SIZE))
-    ref[MID, MID - 2:MID + 3] = 0.2
-    np.testing.assert_allclose(k, ref, atol=1e-6)
-    k4 = np.asarray(B.motion_kernel(4.0, 0.0))         # fractional ends: 0.5, 1, 1, 1, 0.5
+    for angle in (0.0, 0.5, 1.2, 2.9):                  # zero length: delta at any angle
+        np.testing.assert_array_equal(np.asarray(B.motion_kernel(0.0, angle)), _delta())
+    # length 4 horizontal: box [-2, 2] * 1-px tent -> taps 0.5, 1, 1, 1, 0.5 (sum 4)
     ref4 = np.zeros((SIZE, SIZE))
     ref4[MID, MID - 2:MID + 3] = np.array([0.5, 1, 1, 1, 0.5]) / 4
-    np.testing.assert_allclose(k4, ref4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(B.motion_kernel(5.0, math.pi / 2)), ref.T, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(B.motion_kernel(4.0, 0.0)), ref4, atol=1e-6)
+    # length 5: taps 1/8, 7/8, 1, 1, 1, 7/8, 1/8 (up to the 64-point quadrature)
+    ref5 = np.zeros((SIZE, SIZE))
+    ref5[MID, MID - 3:MID + 4] = np.array([1 / 8, 7 / 8, 1, 1, 1, 7 / 8, 1 / 8]) / 5
+    np.testing.assert_allclose(np.asarray(B.motion_kernel(5.0, 0.0)), ref5, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(B.motion_kernel(5.0, math.pi / 2)), ref5.T, atol=2e-4)
     kd = np.asarray(B.motion_kernel(9.0, math.pi / 4))  # diagonal: symmetric about it
     np.testing.assert_allclose(kd, kd.T, atol=1e-7)
     np.testing.assert_allclose(kd, kd[::-1, ::-1], atol=1e-7)
     assert kd[MID + 3, MID + 3] > 0 and kd[MID + 3, MID - 3] == 0
+
+
+def test_motion_kernel_moments():
+    yy, xx = np.mgrid[:SIZE, :SIZE] - MID
+    k = np.asarray(B.motion_kernel(9.0, 0.0), np.float64)
+    # variance along the motion: box of length 9 (81/12) plus the splat tent (1/6)
+    assert abs((k * xx ** 2).sum() - (81 / 12 + 1 / 6)) < 0.01
+    theta = 0.6
+    k = np.asarray(B.motion_kernel(11.0, theta), np.float64)
+    assert abs((k * xx).sum()) < 1e-5 and abs((k * yy).sum()) < 1e-5       # centred
+    cov = np.array([[(k * xx * xx).sum(), (k * xx * yy).sum()],
+                    [(k * xx * yy).sum(), (k * yy * yy).sum()]])
+    vals, vecs = np.linalg.eigh(cov)
+    main = vecs[:, 1]
+    assert abs(np.arctan2(main[1], main[0]) % math.pi - theta) < 0.01    # principal axis
 
 
 def test_disk_kernel_area_and_symmetry():
@@ -122,6 +138,15 @@ def test_blur_matches_scipy_convolve_mirror(ksize):
     ref = np.stack([ndi.convolve(img[..., c].astype(np.float64), kernel.astype(np.float64),
                                  mode="mirror") for c in range(3)], -1)
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_blur_stack_equals_separate_blurs():
+    img = _rand_img(4)
+    kernels = jnp.stack([B.gaussian_kernel(1.0), B.motion_kernel(7.0, 0.3), B.disk_kernel(2.0)])
+    out = np.asarray(B.blur_stack(img, kernels))
+    assert out.shape == (3,) + img.shape
+    for j in range(3):
+        np.testing.assert_allclose(out[j], np.asarray(B.blur(img, kernels[j])), atol=1e-6)
 
 
 def test_blur_delta_is_identity_and_vmap_matches_loop():
@@ -167,24 +192,28 @@ def test_gaussian_noise_per_sample_traced_sigma():
     assert np.abs(np.asarray(out[0, ..., 0] - out[0, ..., 2])).mean() > 1e-3
 
 
+_poisson = jax.jit(N.poisson_noise)   # (key, img, peak, strength, gray); one compile for all
+
+
 def test_poisson_noise_statistics():
     v, peak = 0.3, 100.0
     img = jnp.full((64, 64, 3), v, jnp.float32)
-    out = np.asarray(jax.jit(N.poisson_noise)(jax.random.key(2), img, peak))
+    key = jax.random.key(2)
+    out = np.asarray(_poisson(key, img, peak, 1.0, 0.0))
     counts = out * peak
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)   # discrete photon counts
     assert abs(out.mean() - v) < 4 * math.sqrt(v / peak / out.size)
     assert abs(out.var() / (v / peak) - 1) < 0.1                     # Var = v / peak
     # strength scales the residual; strength 0 is the identity
-    out2 = np.asarray(N.poisson_noise(jax.random.key(2), img, peak, strength=0.5))
+    out2 = np.asarray(_poisson(key, img, peak, 0.5, 0.0))
     np.testing.assert_allclose(out2 - v, 0.5 * (out - v), atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(N.poisson_noise(jax.random.key(2), img, peak, 0.0)),
+    np.testing.assert_array_equal(np.asarray(_poisson(key, img, peak, 0.0, 0.0)),
                                   np.asarray(img))
 
 
 def test_poisson_gray_noise_uses_luma_and_is_shared():
-    img = jnp.broadcast_to(jnp.array([0.2, 0.5, 0.8], jnp.float32), (48, 48, 3))
-    out = np.asarray(N.poisson_noise(jax.random.key(3), img, 200.0, gray=True))
+    img = jnp.broadcast_to(jnp.array([0.2, 0.5, 0.8], jnp.float32), (64, 64, 3))
+    out = np.asarray(_poisson(jax.random.key(3), img, 200.0, 1.0, 1.0))
     res = out - np.asarray(img)
     np.testing.assert_allclose(res[..., 0], res[..., 1], atol=1e-6)
     np.testing.assert_allclose(res[..., 0], res[..., 2], atol=1e-6)
@@ -285,13 +314,13 @@ def test_rain_identity_brightens_and_orientation():
 # ------------------------------------------------------------------------------- spatial ----
 
 def test_blend_masks_partition_of_unity():
-    masks = np.asarray(jax.jit(S.blend_masks, static_argnums=(1, 2))(
-        jax.random.key(5), (32, 40), 4))
+    fn = jax.jit(S.blend_masks, static_argnames=("shape", "count", "grid"))
+    masks = np.asarray(fn(jax.random.key(5), shape=(32, 40), count=4, sharpness=2.0))
     assert masks.shape == (4, 32, 40)
     assert masks.min() >= 0
     np.testing.assert_allclose(masks.sum(0), 1.0, atol=1e-5)
     assert masks.std(axis=(1, 2)).min() > 0.02            # they vary across the frame
-    flat = np.asarray(S.blend_masks(jax.random.key(5), (32, 40), 4, sharpness=0.0))
+    flat = np.asarray(fn(jax.random.key(5), shape=(32, 40), count=4, sharpness=0.0))
     np.testing.assert_allclose(flat, 0.25, atol=1e-6)
 
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 KERNEL_SIZE = 21
+MOTION_SAMPLES = 64
 
 
 def _grid(size: int) -> tuple[jax.Array, jax.Array]:
@@ -50,21 +51,24 @@ def anisotropic_gaussian_kernel(sigma_x, sigma_y, theta, size: int = KERNEL_SIZE
     return _normalise(jnp.exp(-0.5 * q))
 
 
-def motion_kernel(length, theta, size: int = KERNEL_SIZE) -> jax.Array:
+def motion_kernel(length, theta, size: int = KERNEL_SIZE,
+                  samples: int = MOTION_SAMPLES) -> jax.Array:
     """Straight motion of `length` pixels along angle `theta`, centred, anti-aliased.
 
-    Each pixel's weight is a box of the given length along the motion (with 1-pixel linear
-    ramps at the ends) times a 1-pixel tent across it, so the kernel varies smoothly with
-    traced `length` and `theta`. length 0 gives the delta; lengths are capped by `size`.
+    The segment [-length/2, length/2] * (cos theta, sin theta) is sampled at `samples` evenly
+    spaced points (midpoint rule) and each point is splatted bilinearly onto the pixel grid,
+    so the kernel varies smoothly with traced `length` and `theta` (it approximates the box of
+    the given length convolved with a 1-pixel tent). length 0 gives the delta exactly; lengths
+    beyond size - 3 are truncated by the kernel window.
     """
     x, y = _grid(size)
-    c, s = jnp.cos(theta), jnp.sin(theta)
-    along = x * c + y * s
-    across = -x * s + y * c
-    half = 0.5 * jnp.maximum(jnp.asarray(length, jnp.float32), 0.0)
-    w_along = jnp.clip(half + 0.5 - jnp.abs(along), 0.0, 1.0)
-    w_across = jnp.clip(1.0 - jnp.abs(across), 0.0, 1.0)
-    return _normalise(w_along * w_across)
+    length = jnp.maximum(jnp.asarray(length, jnp.float32), 0.0)
+    t = (jnp.arange(samples, dtype=jnp.float32) + 0.5) / samples - 0.5   # (S,) in (-0.5, 0.5)
+    px = length * t * jnp.cos(theta)
+    py = length * t * jnp.sin(theta)
+    wx = jnp.clip(1.0 - jnp.abs(x[None] - px[:, None, None]), 0.0, None)
+    wy = jnp.clip(1.0 - jnp.abs(y[None] - py[:, None, None]), 0.0, None)
+    return _normalise(jnp.sum(wx * wy, axis=0))
 
 
 def disk_kernel(radius, size: int = KERNEL_SIZE) -> jax.Array:
@@ -86,20 +90,33 @@ def blur(img: jax.Array, kernel: jax.Array) -> jax.Array:
     `scipy.ndimage.convolve(img[..., c], kernel, mode='mirror')`. The kernel is used as given
     (not renormalised). Returns (H, W, C) in the dtype of `img`; no clipping.
     """
-    if img.ndim != 3 or kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
+    if kernel.ndim != 2:
+        raise ValueError(f"blur expects one (k, k) kernel, got shape {kernel.shape}; use "
+                         "blur_stack for several kernels.")
+    return blur_stack(img, kernel[None])[0]
+
+
+def blur_stack(img: jax.Array, kernels: jax.Array) -> jax.Array:
+    """Blur `img` (H, W, C) with each of `kernels` (n, k, k) in one convolution.
+
+    Returns (n, H, W, C): out[j] == blur(img, kernels[j]).
+    """
+    if img.ndim != 3 or kernels.ndim != 3 or kernels.shape[1] != kernels.shape[2]:
         raise ValueError(
-            f"blur expects img (H, W, C) and a square kernel (k, k); got {img.shape} and "
-            f"{kernel.shape}. vmap over the batch for (B, H, W, C).")
-    k = kernel.shape[0]
+            f"blur expects img (H, W, C) and square kernels (n, k, k); got {img.shape} and "
+            f"{kernels.shape}. vmap over the batch for (B, H, W, C).")
+    n, k = kernels.shape[0], kernels.shape[1]
     if k % 2 != 1:
         raise ValueError(f"blur kernel size must be odd, got {k}.")
     p = k // 2
     channels = img.shape[-1]
     x = jnp.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect")
-    w = jnp.flip(kernel, (0, 1)).astype(img.dtype)
-    w = jnp.broadcast_to(w[:, :, None, None], (k, k, 1, channels))
+    w = jnp.flip(kernels, (1, 2)).astype(img.dtype)            # (n, k, k)
+    # One group per input channel, n outputs per group: output channel c * n + j = kernel j.
+    w = jnp.tile(jnp.transpose(w, (1, 2, 0)), (1, 1, channels))[:, :, None, :]
     out = jax.lax.conv_general_dilated(
         x[None], w, window_strides=(1, 1), padding="VALID",
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-        precision=jax.lax.Precision.HIGHEST)
-    return out[0]
+        precision=jax.lax.Precision.HIGHEST)[0]                 # (H, W, C * n)
+    h, wd = img.shape[:2]
+    return jnp.transpose(out.reshape(h, wd, channels, n), (3, 0, 1, 2))

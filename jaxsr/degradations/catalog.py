@@ -7,7 +7,6 @@ scale. Angles in radians (pi/2 = vertical, see blur.py).
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import jax
@@ -25,11 +24,9 @@ PI = math.pi
 
 
 def _jpeg(key, img, quality):
-    """JPEG round trip from jpeg.py (imported lazily; a teammate's module)."""
-    from jaxsr.degradations import jpeg as jpeg_module
-    fn = jpeg_module.jpeg
-    first = next(iter(inspect.signature(fn).parameters))
-    return fn(img, quality) if first == "img" else fn(key, img, quality)
+    """libjpeg-exact JPEG round trip from jpeg.py (imported lazily, on first trace)."""
+    from jaxsr.degradations.jpeg import jpeg
+    return jpeg(img, quality)
 
 
 # ---- HR-stage distortions: (key, img, params) -> img ----------------------------------------
@@ -66,12 +63,13 @@ def _haze(key, img, p):
 
 
 def _spatial_blur_mix(key, img, p):
-    versions = jnp.stack([
-        img,
-        _blur.blur(img, _blur.gaussian_kernel(p["sigma"])),
-        _blur.blur(img, _blur.motion_kernel(p["length"], p["angle"])),
-        _blur.blur(img, _blur.disk_kernel(p["radius"])),
+    kernels = jnp.stack([
+        _blur.gaussian_kernel(0.0),                      # the sharp image (delta kernel)
+        _blur.gaussian_kernel(p["sigma"]),
+        _blur.motion_kernel(p["length"], p["angle"]),
+        _blur.disk_kernel(p["radius"]),
     ])
+    versions = _blur.blur_stack(img, kernels)
     masks = _spatial.blend_masks(key, img.shape[:2], versions.shape[0],
                                  sharpness=p["sharpness"])
     return _spatial.spatial_blend(versions, masks)

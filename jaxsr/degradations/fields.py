@@ -12,11 +12,13 @@ def smooth_field(key: jax.Array, shape: tuple[int, int], count: int = 1,
                  grid: int = 4) -> jax.Array:
     """(count, H, W) float32 fields with unit-variance grid values, smooth at scale H/grid.
 
-    N(0, 1) values on a (grid, grid) lattice, bicubically resized to `shape` (static ints).
+    N(0, 1) values on a (grid, grid) lattice, resized to `shape` (static ints) with MATLAB
+    bicubic `imresize` (two small static matrix products: cheap to compile).
     """
+    from jaxsr.imresize import imresize
     h, w = shape
-    coarse = jax.random.normal(key, (count, grid, grid), jnp.float32)
-    return jax.image.resize(coarse, (count, h, w), method="cubic")
+    coarse = jax.random.normal(key, (count, grid, grid, 1), jnp.float32)
+    return imresize(coarse, output_shape=(h, w), method="bicubic")[..., 0]
 
 
 def normalise01(field: jax.Array) -> jax.Array:

@@ -21,7 +21,8 @@ class Uniform:
 
     def __post_init__(self):
         if not self.lo <= self.hi:
-            raise ValueError(f"Uniform range needs lo <= hi, got ({self.lo}, {self.hi}); swap them.")
+            raise ValueError(
+                f"Uniform range needs lo <= hi, got ({self.lo}, {self.hi}); swap them.")
 
     def sample(self, key: jax.Array) -> jax.Array:
         """() float32 scalar."""

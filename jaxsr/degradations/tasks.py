@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
@@ -124,7 +125,7 @@ def _ensure_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from jaxsr.degradations import catalog  # noqa: F401  (registers the built-in tasks)
+        importlib.import_module("jaxsr.degradations.catalog")  # registers the built-ins
 
 
 def register_task(task: DistortionTask, *, overwrite: bool = False) -> DistortionTask:
