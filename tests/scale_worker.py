@@ -42,7 +42,8 @@ devices = jax.devices()[:args.devices] if args.process_id is None else jax.devic
 mesh = mesh_lib.make_mesh(devices)
 sharding = mesh_lib.replicated(mesh)
 state = jax.device_put(create_state(params, optimizer, 0), sharding)
-step = supervised.compile_step(supervised.make_train_step(model, optimizer, config), mesh, sharding)
+step = supervised.compile_step(
+        supervised.make_train_step(model, optimizer, config.train.loss, config.train.ema_decay), mesh, sharding)
 rng = np.random.default_rng(0)
 hr = rng.integers(0, 256, (args.steps, 8, 16, 16, 3), dtype=np.uint8)
 lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)

@@ -72,7 +72,8 @@ def test_train_step_compiles_once_and_lowers_the_loss():
     mesh = mesh_lib.make_mesh()
     sharding = mesh_lib.replicated(mesh)
     state = jax.device_put(create_state(params, optimizer, 0), sharding)
-    step = supervised.compile_step(supervised.make_train_step(model, optimizer, config), mesh,
+    step = supervised.compile_step(
+        supervised.make_train_step(model, optimizer, config.train.loss, config.train.ema_decay), mesh,
                                    sharding)
     rng = np.random.default_rng(0)
     hr = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)

@@ -31,6 +31,8 @@ class LoopConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     description: str = "train"
+    # Names for the entries of vector metrics (e.g. per-task losses): `task_loss/<label>`.
+    vector_labels: tuple[str, ...] = ()
 
 
 def run_loop(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, dict]],
@@ -56,8 +58,7 @@ def run_loop(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, dict]],
         is_last = step == loop.num_steps
         if step % loop.log_every == 0 or is_last:
             _check_finite(state, step, checkpointer)
-            host = jax.device_get(pending)
-            scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+            scalars = _average(jax.device_get(pending), loop.vector_labels)
             elapsed = time.perf_counter() - t_last
             scalars["steps_per_sec"] = steps_since / max(elapsed, 1e-9)
             writer.write_scalars(step, scalars, prefix="train/")
@@ -78,6 +79,19 @@ def run_loop(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, dict]],
     checkpointer.wait()
     writer.flush()
     return state, last_eval
+
+
+def _average(metrics: list[dict], labels: tuple[str, ...]) -> dict[str, float]:
+    """Mean over steps; a vector metric becomes one scalar per entry, named by `labels`."""
+    out = {}
+    for name in metrics[0]:
+        mean = np.mean(np.stack([np.asarray(m[name]) for m in metrics]), axis=0)
+        if mean.ndim == 0:
+            out[name] = float(mean)
+        else:
+            for i, v in enumerate(mean.reshape(-1)):
+                out[f"{name}/{labels[i] if i < len(labels) else i}"] = float(v)
+    return out
 
 
 def _check_finite(state: Any, step: int, checkpointer: Checkpointer) -> None:

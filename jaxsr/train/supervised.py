@@ -52,10 +52,13 @@ def make_synthesizer(config: ml_collections.ConfigDict) -> Callable | None:
     return synthesize
 
 
-def make_train_step(model, optimizer, config: ml_collections.ConfigDict,
+def make_train_step(model, optimizer, loss_kind: str = "l1", ema_decay: float = 0.0,
                     synthesize: Callable | None = None):
-    """The pure train step `(state, batch) -> (state, metrics)` (not yet jitted)."""
-    loss_kind, ema_decay = config.train.loss, float(config.train.ema_decay)
+    """The pure train step `(state, batch) -> (state, metrics)` (not yet jitted).
+
+    batch: {'lr': uint8 (B, h, w, 3), 'hr': uint8 (B, H, W, 3)} ('lr' unused with `synthesize`).
+    """
+    ema_decay = float(ema_decay)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         hr = to_float(batch["hr"])
@@ -77,9 +80,9 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def compile_step(step_fn, mesh, state_sharding):
+def compile_step(step_fn, mesh, state_sharding, batch_sharding=None):
     """jit with replicated state in/out, sharded batch, and the old state's buffers donated."""
-    batch_sharding = mesh_lib.batch_sharding(mesh)
+    batch_sharding = batch_sharding or mesh_lib.batch_sharding(mesh)
     return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
                    out_shardings=(state_sharding, mesh_lib.replicated(mesh)), donate_argnums=0)
 
@@ -149,8 +152,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("baseline (%s) on %d held-out pairs: %s", "identity" if scale == 1 else
                  "bicubic", len(pairs), _fmt(baseline))
 
-    train_step = compile_step(make_train_step(model, optimizer, config, synthesize), mesh,
-                              state_sharding)
+    train_step = compile_step(make_train_step(model, optimizer, config.train.loss,
+                                              config.train.ema_decay, synthesize),
+                              mesh, state_sharding)
     apply = make_apply_fn(model, mesh)
     ev = config.eval
 

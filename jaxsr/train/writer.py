@@ -57,6 +57,10 @@ class MetricWriter:
         if self.enabled:
             self._tb.add_text(name, text, int(step))
 
+    def scoped(self, prefix: str) -> "ScopedWriter":
+        """A view that prefixes every scalar and image name with `prefix` (e.g. 'finetune/')."""
+        return ScopedWriter(self, prefix)
+
     def flush(self) -> None:
         if self.enabled:
             self._tb.flush()
@@ -67,6 +71,22 @@ class MetricWriter:
             self._tb.close()
             self._jsonl.close()
             self.enabled = False
+
+
+class ScopedWriter:
+    """Writes through a MetricWriter with a name prefix (one run, several phases)."""
+
+    def __init__(self, parent: MetricWriter, prefix: str):
+        self.parent, self.prefix = parent, prefix
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
+        self.parent.write_scalars(step, scalars, prefix=self.prefix + prefix)
+
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> list[pathlib.Path]:
+        return self.parent.write_images(step, images)
+
+    def flush(self) -> None:
+        self.parent.flush()
 
 
 def to_uint8(img) -> np.ndarray:

@@ -1,0 +1,114 @@
+"""DRTL train steps (pure functions; the pipeline jits them on the mesh).
+
+Both transfer steps take the joint batch of `data.JointIterator`:
+  aux_hr (K, B, P, P, 3) uint8: clean crops, one batch per auxiliary task;
+  target_lr / target_hr (Bt, ...) uint8: few-shot target crops (used by the 'gradient' mode).
+On device each step synthesizes the K task batches (`synthesize_tasks`), gets the K per-task
+gradients (DRTL-P: one `vmap` of `grad`; DRTL-M: MAML meta-gradients, `vmap` or `lax.map` over
+tasks) and hands the stacked gradients to the optimizer, whose first transform is
+`relation_weighted_sum`: the relation weights live in the optimizer state.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxsr.degradations import synthesize_tasks
+from jaxsr.methods.drtl.maml import meta_grads
+from jaxsr.methods.drtl.reweight import (get_weights, gradient_weights, per_task_grads,
+                                         set_weights, weighted_sum)
+from jaxsr.train.state import TrainState, apply_update, pixel_loss, step_key
+
+LossFn = Callable[[dict, dict], jax.Array]
+
+
+def to_float(images: jax.Array) -> jax.Array:
+    return images.astype(jnp.float32) / 255.0
+
+
+def sr_loss(model, kind: str) -> LossFn:
+    """`loss(params, {'lr', 'hr'}) -> scalar` pixel loss of the SR model."""
+    def loss(params, batch):
+        return pixel_loss(model.apply({"params": params}, batch["lr"]), batch["hr"], kind)
+    return loss
+
+
+def make_task_batches(task_names: Sequence[str], aux_scale: int, mode: str):
+    """(key, aux_hr uint8 (K, B, P, P, 3)) -> {'lr': (K, B, p, p, 3), 'hr': (K, B, P, P, 3)}."""
+    names = tuple(task_names)
+
+    def build(key, aux_hr):
+        hr = to_float(aux_hr)
+        return {"lr": synthesize_tasks(names, key, hr, aux_scale, mode), "hr": hr}
+    return build
+
+
+def split_support_query(batches: dict) -> tuple[dict, dict]:
+    """Splits each task's batch in halves: support (first) and query (second)."""
+    half = batches["hr"].shape[1] // 2
+    return (jax.tree.map(lambda x: x[:, :half], batches),
+            jax.tree.map(lambda x: x[:, half:], batches))
+
+
+def _refresh_gradient_weights(state: TrainState, grads, loss_fn: LossFn, batch: dict,
+                              rc: ml_collections.ConfigDict):
+    """Every `relation.refresh_every` steps: w = softmax(cos(g_k, g_T) / tau) into opt_state."""
+    def refresh(opt_state):
+        target = {"lr": to_float(batch["target_lr"]), "hr": to_float(batch["target_hr"])}
+        g_target = jax.grad(loss_fn)(state.params, target)
+        w = gradient_weights(grads, g_target, rc.tau, clip_negative=rc.clip_negative)
+        return set_weights(opt_state, w)
+    return jax.lax.cond(state.step % rc.refresh_every == 0, refresh, lambda s: s,
+                        state.opt_state)
+
+
+def make_pretrain_step(model, optimizer: optax.GradientTransformation,
+                       config: ml_collections.ConfigDict, task_names: Sequence[str]):
+    """DRTL-P: `(state, batch) -> (state, metrics)`; relation-weighted multi-task gradient step."""
+    loss_fn = sr_loss(model, config.train.loss)
+    build = make_task_batches(task_names, config.drtl.aux_scale, config.drtl.mode)
+    rc = config.relation
+
+    def step(state: TrainState, batch: dict):
+        tasks = build(step_key(state), batch["aux_hr"])
+        grads, losses = per_task_grads(loss_fn, state.params, tasks, task_map=config.drtl.task_map)
+        if rc.mode == "gradient":
+            state = state.replace(opt_state=_refresh_gradient_weights(
+                state, grads, loss_fn, batch, rc))
+        w = get_weights(state.opt_state)
+        loss = jnp.sum(w * losses)
+        new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay)
+        return new_state, {"loss": loss, "task_loss": losses, "weight": w,
+                           "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
+    return step
+
+
+def make_meta_step(model, optimizer: optax.GradientTransformation,
+                   config: ml_collections.ConfigDict, task_names: Sequence[str]):
+    """DRTL-M: `(state, batch) -> (state, metrics)`; relation-weighted MAML outer step.
+
+    Each task's batch is split into support (inner SGD steps) and query (meta loss) halves.
+    """
+    loss_fn = sr_loss(model, config.train.loss)
+    build = make_task_batches(task_names, config.drtl.aux_scale, config.drtl.mode)
+    rc, mc = config.relation, config.meta
+
+    def step(state: TrainState, batch: dict):
+        supports, queries = split_support_query(build(step_key(state), batch["aux_hr"]))
+        grads, losses = meta_grads(loss_fn, state.params, supports, queries,
+                                   inner_lr=mc.inner_lr, num_inner_steps=mc.num_inner_steps,
+                                   first_order=mc.first_order, remat=mc.remat,
+                                   task_map=config.drtl.task_map)
+        if rc.mode == "gradient":
+            state = state.replace(opt_state=_refresh_gradient_weights(
+                state, grads, loss_fn, batch, rc))
+        w = get_weights(state.opt_state)
+        loss = jnp.sum(w * losses)
+        new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay)
+        return new_state, {"loss": loss, "task_loss": losses, "weight": w,
+                           "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
+    return step
