@@ -30,7 +30,8 @@ from jaxsr.methods.drtl import data as drtl_data
 from jaxsr.methods.drtl import steps as drtl_steps
 from jaxsr.methods.drtl.graph_io import load_graph, save_graph
 from jaxsr.methods.drtl.relation import DistortionRelationNet, knowledge_graph, train_drn
-from jaxsr.methods.drtl.reweight import embedding_weights, relation_weighted_sum, uniform_weights
+from jaxsr.methods.drtl.reweight import (embedding_weights, get_weights, relation_weighted_sum,
+                                         uniform_weights)
 from jaxsr.model_factory import build_model, init_params
 from jaxsr.train import evaluate as eval_lib
 from jaxsr.train import mesh as mesh_lib
@@ -142,7 +143,7 @@ def _resume(checkpointer: Checkpointer, state, iterator, name: str):
 
 
 def transfer_phase(config, workdir, model, params, names, weights, split, mesh, writer):
-    """DRTL-P or DRTL-M from `params`; returns the transferred parameters."""
+    """DRTL-P or DRTL-M from `params`; returns (transferred parameters, final weights (K,))."""
     tc, K = config.transfer, len(names)
     base, _ = make_optimizer(tc.optim, tc.num_steps)
     optimizer = optax.with_extra_args_support(
@@ -170,11 +171,10 @@ def transfer_phase(config, workdir, model, params, names, weights, split, mesh, 
                         data_state=batches.get_state, loop=loop, checkpointer=ckpt,
                         writer=writer.scoped("transfer/"), config=config)
     ckpt.close()
+    final_w = np.asarray(jax.device_get(get_weights(state.opt_state)))
     if config.relation.mode == "gradient":
-        from jaxsr.methods.drtl.reweight import get_weights
-        final_w = np.asarray(jax.device_get(get_weights(state.opt_state)))
         logging.info("final gradient-relation weights: %s", format_weights(names, final_w))
-    return state.ema_params if config.train.ema_decay > 0 else state.params
+    return (state.ema_params if config.train.ema_decay > 0 else state.params), final_w
 
 
 def finetune_phase(config, workdir, model, params, split, mesh, writer, evaluate):
@@ -248,9 +248,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     lr_patch = config.data.hr_patch // scale
     params = init_params(model, jax.random.key(config.seed), lr_patch)
+    final_weights = weights
     if config.drtl.pipeline != "none":
-        params = transfer_phase(config, workdir, model, params, names, weights, split, mesh,
-                                writer)
+        params, final_weights = transfer_phase(config, workdir, model, params, names, weights,
+                                               split, mesh, writer)
     before, _, _ = evaluate(params)
     params = finetune_phase(config, workdir, model, params, split, mesh, writer,
                             evaluate_for_loop)
@@ -263,6 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "pipeline": config.drtl.pipeline, "relation_mode": config.relation.mode,
         "shots": split.shot_names, "heldout": split.heldout_names,
         "weights": dict(zip(names, map(float, weights))),
+        "final_weights": dict(zip(names, map(float, final_weights))),
         "baseline": baseline, "before_finetune": before, "after_finetune": after,
         "per_image": per_image,
     }

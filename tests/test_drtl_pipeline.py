@@ -1,0 +1,117 @@
+"""DRTL pipeline end to end (tiny config on the shipped real samples) and its train steps."""
+import importlib.util
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsr.degradations import synthesize_tasks
+from jaxsr.methods.drtl import steps as drtl_steps
+from jaxsr.methods.drtl import train as drtl_train
+from jaxsr.methods.drtl.reweight import get_weights, relation_weighted_sum
+from jaxsr.model_factory import build_model, init_params
+from jaxsr.train.state import create_state, pixel_loss, step_key
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TASKS = ("bicubic", "gaussian_blur", "gaussian_noise")
+
+
+def drtl_config(variant="tiny", **overrides):
+    spec = importlib.util.spec_from_file_location("drtl_config", REPO / "configs" / "drtl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def test_tiny_drtl_p_end_to_end_and_resume(tmp_path):
+    config = drtl_config()
+    summary = drtl_train.train_and_evaluate(config, str(tmp_path))
+    graph = json.loads((tmp_path / "relation_graph.json").read_text())
+    names = list(config.drtl.tasks)
+    assert graph["task_names"] == names and graph["mode"] == "embedding"
+    w = np.asarray(graph["weights"])
+    assert w.shape == (len(names),) and np.isclose(w.sum(), 1.0) and (w > 0).all()
+    # Embedding weights are softmax(cos / tau) of the graph's target row: recompute by hand.
+    cos = np.asarray(graph["target_aux"])
+    np.testing.assert_allclose(w, np.exp(cos / 0.1) / np.exp(cos / 0.1).sum(), rtol=1e-5)
+    assert (tmp_path / "relation_graph.png").stat().st_size > 10_000
+    assert summary["shots"] == ["001", "002", "003", "004"]
+    assert summary["heldout"] == ["005", "006", "007", "008"]
+    for phase in ("transfer", "finetune"):
+        assert (tmp_path / phase / "checkpoints" / "10").is_dir()
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    per_task = [k for r in rows for k in r if k.startswith("transfer/train/task_loss/")]
+    assert {k.rsplit("/", 1)[1] for k in per_task} == set(names)
+    assert any("finetune/eval/psnr_y" in r for r in rows)
+    # Running again resumes every phase at its last step: same result, nothing retrained.
+    again = drtl_train.train_and_evaluate(config, str(tmp_path))
+    assert again["after_finetune"] == summary["after_finetune"]
+
+
+def _setup(pipeline="pretrain", mode="uniform"):
+    config = drtl_config(**{"drtl.tasks": TASKS, "drtl.pipeline": pipeline,
+                            "relation.mode": mode, "relation.refresh_every": 1, "drtl.aux_scale": 2,
+                            "train.loss": "charbonnier"})
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(0), 16)
+    w0 = jnp.array([0.5, 0.3, 0.2])
+    optimizer = optax.with_extra_args_support(
+        optax.chain(relation_weighted_sum(weights=w0), optax.sgd(0.1)))
+    state = create_state(params, optimizer, 0)
+    rng = np.random.default_rng(0)
+    per_task = 4 if pipeline == "meta" else 2
+    batch = {"aux_hr": rng.integers(0, 256, (3, per_task, 16, 16, 3), dtype=np.uint8),
+             "target_lr": rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+             "target_hr": rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)}
+    return config, model, optimizer, state, batch, w0
+
+
+def test_pretrain_step_equals_weighted_sum_of_per_task_loop():
+    config, model, optimizer, state, batch, w0 = _setup()
+    step = drtl_steps.make_pretrain_step(model, optimizer, config, TASKS)
+    new_state, metrics = jax.jit(step)(state, batch)
+    # Independent reference: synthesize the same task batches, loop over tasks in Python.
+    key = step_key(state)
+    hr = jnp.asarray(batch["aux_hr"], jnp.float32) / 255.0
+    lr = synthesize_tasks(TASKS, key, hr, config.drtl.aux_scale, config.drtl.mode)
+    total = None
+    for k in range(3):
+        g = jax.grad(lambda p: pixel_loss(model.apply({"params": p}, lr[k]), hr[k],
+                                          "charbonnier"))(state.params)
+        total = jax.tree.map(lambda a: w0[k] * a, g) if total is None else \
+            jax.tree.map(lambda a, b: a + w0[k] * b, total, g)
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, state.params, total)
+    for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics["weight"], w0)
+
+
+@pytest.mark.parametrize("pipeline", ["pretrain", "meta"])
+def test_steps_compile_once(pipeline):
+    config, model, optimizer, state, batch, _ = _setup(pipeline)
+    build = drtl_steps.make_meta_step if pipeline == "meta" else drtl_steps.make_pretrain_step
+    step = jax.jit(build(model, optimizer, config, TASKS), donate_argnums=0)
+    for _ in range(3):
+        state, metrics = step(state, batch)
+    assert step._cache_size() == 1
+    assert int(state.step) == 3 and np.isfinite(float(metrics["loss"]))
+
+
+def test_gradient_mode_refreshes_weights_from_gradient_cosines():
+    config, model, optimizer, state, batch, w0 = _setup(mode="gradient")
+    step = jax.jit(drtl_steps.make_pretrain_step(model, optimizer, config, TASKS))
+    new_state, metrics = step(state, batch)
+    w = np.asarray(get_weights(new_state.opt_state))
+    assert np.isclose(w.sum(), 1.0) and not np.allclose(w, np.asarray(w0))
+    np.testing.assert_allclose(metrics["weight"], w, rtol=1e-6)  # used in the same step
