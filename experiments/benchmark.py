@@ -157,7 +157,8 @@ def parse_size(text: str) -> tuple[int, int] | None:
     try:
         h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
     except ValueError:
-        raise ValueError(f"--infer_size={text!r} is not HxW; use e.g. --infer_size=256x256") from None
+        raise ValueError(f"--infer_size={text!r} is not HxW; use e.g. --infer_size=256x256"
+                         ) from None
     if h <= 0 or w <= 0:
         raise ValueError(f"--infer_size={text!r} must be positive; use e.g. 256x256")
     return h, w
@@ -246,7 +247,7 @@ def point_row(section: str, p: Point, **fields: Any) -> dict[str, Any]:
 
 
 def guarded(section: str, p: Point, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """fn() -> row fields; an exception becomes an 'error' row (printed) instead of ending the grid."""
+    """fn() -> row fields; an exception becomes an 'error' row (printed), and the grid goes on."""
     try:
         return point_row(section, p, status="ok", **fn())
     except Exception as e:  # noqa: BLE001 - one bad point must not end the grid
@@ -323,8 +324,9 @@ def bench_supervised_point(p: Point, cfg: Settings, base: ml_collections.ConfigD
     rng = np.random.default_rng(cfg.seed)
     batch = mesh_lib.put_global_batch(random_batch(rng, p.batch, p.patch, lr_patch), mesh)
 
-    step = supervised.compile_step(supervised.make_train_step(model, optimizer, config), mesh,
-                                   state_sharding)
+    step_fn = supervised.make_train_step(model, optimizer, loss_kind=config.train.loss,
+                                         ema_decay=config.train.ema_decay)
+    step = supervised.compile_step(step_fn, mesh, state_sharding)
     t0 = time.perf_counter()
     lowered = step.lower(state, batch)
     t1 = time.perf_counter()
@@ -492,6 +494,8 @@ def main(argv: list[str]) -> None:
     if cfg.steps < 1 or cfg.warmup < 0 or cfg.infer_steps < 1:
         raise app.UsageError("--steps and --infer_steps must be >= 1 and --warmup >= 0")
     rows = run_isolated(cfg) if _ISOLATE.value else run(cfg)
+    if jax.process_index() != 0:   # multi-process runs: process 0 reports
+        return
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(_OUT.value, "a")) if _OUT.value else None
         for row in rows:
