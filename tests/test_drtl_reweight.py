@@ -62,7 +62,8 @@ def test_chain_with_sgd_gives_minus_weighted_sum_and_extra_arg_passes_through():
     params = _params_like(g)
     tx = optax.chain(rw.relation_weighted_sum(num_tasks=K), optax.sgd(1.0))
     state = tx.init(params)
-    upd, state2 = jax.jit(lambda g, s, p, w: tx.update(g, s, p, task_weights=w))(g, state, params, w)
+    update = jax.jit(lambda g, s, p, w: tx.update(g, s, p, task_weights=w))
+    upd, state2 = update(g, state, params, w)
     ref = jax.tree_util.tree_map(lambda x: -x, _np_weighted(g, w))
     _assert_tree_close(upd, ref)
     # The extra arg overrides for that call only: the state keeps its (uniform) weights.

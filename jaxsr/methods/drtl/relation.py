@@ -52,7 +52,8 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     pad_w[nd - 2] = (radius, radius)
     yp = jnp.pad(y, pad_w, mode="reflect")
     w = x.shape[-2]
-    return sum(k[i] * jax.lax.slice_in_dim(yp, i, i + w, axis=nd - 2) for i in range(2 * radius + 1))
+    return sum(k[i] * jax.lax.slice_in_dim(yp, i, i + w, axis=nd - 2)
+               for i in range(2 * radius + 1))
 
 
 def preprocess(x: jax.Array, mode: str = "both", highpass_sigma: float = 1.0,
@@ -78,6 +79,17 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 
 
 # --------------------------------------------------------------------------- module
+def fan_in_normal(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    """LeCun-normal init (std = 1/sqrt(fan_in), fan_in = prod(shape[:-1])), drawn flat.
+
+    Drawing a 1-D vector and reshaping gives the same distribution as a direct N-D draw but
+    compiles in a fraction of the time on XLA:CPU (N-D threefry draws are slow to compile).
+    """
+    fan_in = max(1, math.prod(shape[:-1]))
+    flat = jax.random.normal(key, (math.prod(shape),), dtype)
+    return (flat / math.sqrt(fan_in)).reshape(shape)
+
+
 class DistortionRelationNet(nn.Module):
     """DRN encoder + memory bank.
 
@@ -98,24 +110,26 @@ class DistortionRelationNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        self.param("memory_bank", nn.initializers.normal(1.0), (self.num_tasks, self.embed_dim),
-                   jnp.float32)
+        self.param("memory_bank", lambda k, s: jax.random.normal(k, (math.prod(s),)).reshape(s),
+                   (self.num_tasks, self.embed_dim))
         h = preprocess(x.astype(jnp.float32), self.input_mode, self.highpass_sigma,
                        self.highpass_gain)
         for i, w in enumerate(self.widths):
             s = self.first_stride if i == 0 else 2
-            h = nn.Conv(w, (3, 3), strides=(s, s), padding="SAME", name=f"conv{i}")(h)
+            h = nn.Conv(w, (3, 3), strides=(s, s), padding="SAME", kernel_init=fan_in_normal,
+                        name=f"conv{i}")(h)
             h = nn.leaky_relu(h, self.negative_slope)
         h = jnp.mean(h, axis=(1, 2))
-        h = nn.leaky_relu(nn.Dense(self.mlp_hidden, name="fc0")(h), self.negative_slope)
-        h = nn.Dense(self.embed_dim, name="fc1")(h)
+        h = nn.Dense(self.mlp_hidden, kernel_init=fan_in_normal, name="fc0")(h)
+        h = nn.leaky_relu(h, self.negative_slope)
+        h = nn.Dense(self.embed_dim, kernel_init=fan_in_normal, name="fc1")(h)
         return l2_normalize(h)
 
 
 def init_drn(key: jax.Array, model: DistortionRelationNet,
              input_shape: Sequence[int] = (1, 32, 32, 3)) -> PyTree:
-    """Flax variables `{'params': ...}` of the DRN (encoder + memory bank)."""
-    return model.init(key, jnp.zeros(tuple(input_shape), jnp.float32))
+    """Flax variables `{'params': ...}` of the DRN (encoder + memory bank); one jitted init."""
+    return jax.jit(model.init)(key, jnp.zeros(tuple(input_shape), jnp.float32))
 
 
 def memory_bank(params: PyTree) -> jax.Array:
@@ -203,7 +217,8 @@ def train_drn(key: jax.Array, sample_fn: Callable[[jax.Array], tuple[jax.Array, 
       num_steps: optimizer steps.
       num_tasks: K (needed when `model` is None; default model = `DistortionRelationNet(K)`).
       optimizer: default `optax.adam(learning_rate)`.
-      steps_per_call: steps fused in one jitted `lax.scan` (default: all of them).
+      steps_per_call: if > 1, run that many steps per jitted `lax.scan` call; default: one
+        jitted (sample + step) call per step from Python (faster on CPU).
       params: initial variables (default: fresh init).
     Returns:
       `DRNTrainResult(model, params, losses (num_steps,), accuracies (num_steps,))`.
@@ -219,29 +234,41 @@ def train_drn(key: jax.Array, sample_fn: Callable[[jax.Array], tuple[jax.Array, 
     if params is None:
         shape = jax.eval_shape(sample_fn, init_key)[0].shape
         params = init_drn(init_key, model, (1,) + tuple(shape[1:]))
+    else:
+        params = jax.tree_util.tree_map(jnp.copy, params)  # the steps donate their inputs
     opt_state = optimizer.init(params)
 
-    def body(carry, k):
-        p, s = carry
+    def fused(p, s, k):
         images, labels = sample_fn(k)
         p, s, m = drn_train_step(model, optimizer, p, s, images, labels, logit_scale)
-        return (p, s), (m["loss"], m["accuracy"])
+        return p, s, m["loss"], m["accuracy"]
 
-    @jax.jit
-    def run(p, s, keys):
+    def scanned(p, s, keys):
+        def body(carry, k):
+            p, s, loss, acc = fused(*carry, k)
+            return (p, s), (loss, acc)
+
         (p, s), (loss, acc) = jax.lax.scan(body, (p, s), keys)
         return p, s, loss, acc
 
-    chunk = num_steps if not steps_per_call else steps_per_call
+    keys = jax.random.split(key, num_steps)  # the same key per step whichever loop runs it
     losses, accs = [], []
-    done = 0
-    while done < num_steps:
-        n = min(chunk, num_steps - done)
-        key, sub = jax.random.split(key)
-        params, opt_state, loss, acc = run(params, opt_state, jax.random.split(sub, n))
-        losses.append(loss)
-        accs.append(acc)
-        done += n
+    if not steps_per_call or steps_per_call == 1:
+        # A Python loop over one fused (sample + step) jitted call: on XLA:CPU this runs ~4x faster
+        # than the same steps inside lax.scan; dispatch is asynchronous, so it is cheap elsewhere.
+        step = jax.jit(fused, donate_argnums=(0, 1))
+        for i in range(num_steps):
+            params, opt_state, loss, acc = step(params, opt_state, keys[i])
+            losses.append(loss)
+            accs.append(acc)
+        losses, accs = [jnp.stack(losses)] if losses else [], [jnp.stack(accs)] if accs else []
+    else:
+        run = jax.jit(scanned, donate_argnums=(0, 1))
+        for start in range(0, num_steps, steps_per_call):
+            params, opt_state, loss, acc = run(params, opt_state,
+                                               keys[start:start + steps_per_call])
+            losses.append(loss)
+            accs.append(acc)
     cat = (lambda xs: jnp.concatenate(xs)) if losses else (lambda xs: jnp.zeros((0,)))
     return DRNTrainResult(model, params, cat(losses), cat(accs))
 
@@ -266,7 +293,10 @@ def knowledge_graph(model: DistortionRelationNet, params: PyTree,
 
 
 def random_crops(key: jax.Array, image: jax.Array, size: int, num: int) -> jax.Array:
-    """`num` random `size x size` crops `(num, size, size, C)` of one `(H, W, C)` image (jittable)."""
+    """`num` random `size x size` crops `(num, size, size, C)` of one `(H, W, C)` image.
+
+    Jittable (static `size`, `num`); crop corners uniform over all valid positions.
+    """
     h, w = image.shape[0], image.shape[1]
     if size > h or size > w:
         raise ValueError(f"random_crops: crop size {size} is larger than the image {h}x{w}; "

@@ -109,7 +109,7 @@ def relation_weights(mode: str, *, num_tasks: int, tau: float = 0.1,
                      target_aux_cos: jax.Array | None = None,
                      per_task_grads: PyTree | None = None, target_grad: PyTree | None = None,
                      clip_negative: bool = False) -> jax.Array:
-    """Dispatch on `relation.mode` ('embedding' | 'gradient' | 'uniform'); returns `(K,)` weights."""
+    """Weights `(K,)` for `relation.mode` in ('embedding', 'gradient', 'uniform')."""
     if mode == "uniform":
         return uniform_weights(num_tasks)
     if mode == "embedding":
@@ -133,7 +133,8 @@ def per_task_grads(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTre
       loss_fn: `loss_fn(params, batch) -> scalar`.
       params: one parameter pytree.
       task_batches: pytree whose leaves have a leading task axis K (batch of task k = leaf[k]).
-      task_map: 'vmap' (all tasks at once) or 'map' (`jax.lax.map`, one task at a time: less memory).
+      task_map: 'vmap' (all tasks at once) or 'map' (`jax.lax.map`, one task at a time, less
+        memory).
     Returns:
       `(grads, losses)`: grads stacked (every leaf `(K, *param_shape)`), losses `(K,)`.
     """
@@ -154,8 +155,8 @@ def weighted_sum(stacked: PyTree, weights: jax.Array) -> PyTree:
     def combine(g):
         if g.shape[:1] != weights.shape:
             raise ValueError(f"relation_weighted_sum: a gradient leaf has shape {g.shape} but the "
-                             f"weights have shape {weights.shape}; every leaf needs the task axis K "
-                             "first (use per_task_grads / meta_grads to build them).")
+                             f"weights have shape {weights.shape}; every leaf needs the task axis "
+                             "K first (use per_task_grads / meta_grads to build them).")
         return jnp.tensordot(weights.astype(g.dtype), g, axes=1)
 
     return jax.tree_util.tree_map(combine, stacked)
