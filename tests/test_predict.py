@@ -23,6 +23,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SCALE = 2
 
 
+def random_params(model, seed: int = 0, lr_patch: int = 16):
+    """Parameters of `model` drawn with numpy (shapes from `jax.eval_shape`; compiling the real
+    initialiser takes seconds per model on a busy CPU): kernels ~ N(0, 1/fan_in), vectors
+    ~ 0.05 + N(0, 0.1), so every layer (and the ReZero gain) shapes the output."""
+    shapes = jax.eval_shape(lambda k: init_params(model, k, lr_patch), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def draw(s):
+        if len(s.shape) >= 2:
+            return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype)
+        return (0.05 + 0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
+    return jax.tree.map(draw, shapes)
+
+
 def make_workdir(path: pathlib.Path, scale: int = SCALE, name: str = "edsr",
                  kwargs: dict | None = None) -> tuple[pathlib.Path, dict, object]:
     """A run directory with one checkpoint of a small random network (gain 0.5, so the network
@@ -36,10 +50,8 @@ def make_workdir(path: pathlib.Path, scale: int = SCALE, name: str = "edsr",
         "eval": {"tile": 32, "overlap": 16},
     })
     model = build_model(config.model)
-    params = init_params(model, jax.random.key(0), 16)
-    params = dict(params)
+    params = dict(random_params(model, 0))
     params["residual_gain"] = np.full((3,), 0.5, np.float32)
-    params = jax.tree.map(np.asarray, params)
     ckpt = Checkpointer(path, async_save=False)
     ckpt.save(7, {"params": params, "ema_params": params, "step": np.int32(7)},
               metrics={"psnr_y": 30.5}, config=config)
@@ -94,8 +106,11 @@ def test_tiled_equals_untiled_away_from_seams(run, restorer):
     assert away.mean() > 0.1
     np.testing.assert_allclose(tiled[away], full[away], atol=1e-4)
     err = np.abs(tiled - full)
-    assert err.max() < 0.03  # at the seams: small, blended
-    assert err.max() > 1e-4  # (and the seam test is not vacuous with this narrow overlap)
+    assert err.max() > 1e-4  # (the seam check is not vacuous with this narrow overlap)
+    assert err.max() < 0.05 and err.mean() < 0.003  # at the seams: small, blended
+    # The default overlap (16) keeps the seams under one 8-bit level.
+    default = predict.restore_array(restorer, image, tile=24, batch_tiles=3)
+    assert np.abs(default - full).max() < 1 / 255
     # With an overlap whose ~0-weight quarter covers the receptive field, exact everywhere.
     wide = predict.restore_array(restorer, image, tile=48, overlap=36, batch_tiles=2)
     np.testing.assert_allclose(wide, full, atol=1e-4)
