@@ -248,3 +248,46 @@ def test_train_drn_scan_chunks_match_python_loop():
     # The caller's params were not donated away, and training moved them.
     assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves(params0))
     assert float(relation.memory_bank(a.params)[0, 0]) != float(relation.memory_bank(params0)[0, 0])
+
+
+@pytest.mark.slow
+def test_drn_on_bsd100_with_registry_distortions(shared_data):
+    """Real HR crops (BSD100) + the degradation registry: the target built with one registered
+    distortion gets that distortion's top embedding weight."""
+    from jaxsr.degradations import tasks as dtasks
+    from jaxsr.imageio import list_images, read_image
+
+    names = ["bicubic", "gaussian_noise", "jpeg", "motion_blur"]
+    files = list_images(shared_data / "bsd100" / "hr")
+    if len(files) < 40:
+        pytest.skip("BSD100 HR images not found under shared data")
+    rng = np.random.default_rng(0)
+    crops = []
+    for f in files[:40]:
+        img = read_image(f)
+        for _ in range(4):
+            y, x = rng.integers(0, img.shape[0] - 64), rng.integers(0, img.shape[1] - 64)
+            crops.append(img[y:y + 64, x:x + 64])
+    crops = jnp.asarray(np.stack(crops), jnp.float32) / 255.0
+    train_pool, test_pool = crops[:128], crops[128:]   # different images
+    nk = len(names)
+
+    def sample(key, pool=train_pool, per_task=8):
+        ki, ks = jax.random.split(key)
+        hr = pool[jax.random.randint(ki, (nk, per_task), 0, pool.shape[0])]
+        lr = dtasks.synthesize_tasks(names, ks, hr, 2, "down")       # (K, B, 32, 32, 3)
+        return lr.reshape((-1,) + lr.shape[2:]), jnp.repeat(jnp.arange(nk), per_task)
+
+    model = relation.DistortionRelationNet(num_tasks=nk, embed_dim=32, widths=(16, 32, 64),
+                                           mlp_hidden=64)
+    res = relation.train_drn(jax.random.key(0), sample, 400, model=model, learning_rate=2e-3)
+    images, labels = jax.jit(lambda k: sample(k, test_pool, 16))(jax.random.key(1))
+    acc = float(relation.drn_accuracy(model, res.params, images, labels))
+    print(f"BSD100 + registry DRN held-out accuracy {acc:.3f} (chance {1 / nk:.2f})")
+    assert acc > 0.7
+    for k, name in enumerate(names):
+        lr = dtasks.synthesize(name, jax.random.key(100 + k), test_pool, 2, "down")
+        graph = relation.knowledge_graph(model, res.params, lr)
+        w = embedding_weights(graph["target_aux"], tau=0.1)
+        print(f"target={name}: weights {np.round(np.asarray(w), 3)}")
+        assert int(jnp.argmax(w)) == k

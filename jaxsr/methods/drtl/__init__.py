@@ -6,7 +6,7 @@ from jaxsr.methods.drtl.graph_io import graph_matrix, load_graph, save_graph, sa
 from jaxsr.methods.drtl.maml import (MetaConfig, inner_adapt, make_meta_step, maml_task_loss,
                                      meta_config, meta_grads)
 from jaxsr.methods.drtl.relation import (DistortionRelationNet, DRNTrainResult, drn_accuracy,
-                                         drn_loss, drn_train_step, embed, init_drn,
+                                         drn_loss, drn_train_step, embed, fan_in_normal, init_drn,
                                          knowledge_graph, make_drn_train_step, memory_bank,
                                          preprocess, prototype_logits, random_crops,
                                          target_embedding, train_drn)
@@ -17,7 +17,8 @@ from jaxsr.methods.drtl.reweight import (RelationWeightState, embedding_weights,
 
 __all__ = [
     "DRNTrainResult", "DistortionRelationNet", "MetaConfig", "RelationWeightState",
-    "drn_accuracy", "drn_loss", "drn_train_step", "embed", "embedding_weights", "get_weights",
+    "drn_accuracy", "drn_loss", "drn_train_step", "embed", "embedding_weights", "fan_in_normal",
+    "get_weights",
     "gradient_weights", "graph_matrix", "init_drn", "inner_adapt", "knowledge_graph",
     "load_graph", "make_drn_train_step", "make_meta_step", "make_multitask_step",
     "maml_task_loss", "memory_bank", "meta_config", "meta_grads", "per_task_grads", "preprocess",
