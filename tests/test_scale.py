@@ -43,6 +43,18 @@ def test_eight_devices_equal_one_device(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("step", ["drtl_pretrain", "drtl_meta"])
+def test_drtl_steps_on_eight_devices_equal_one_device(tmp_path, step):
+    procs = [run_worker(tmp_path / "one.npz", devices=1, step=step),
+             run_worker(tmp_path / "eight.npz", devices=8, step=step)]
+    outs = [finish(p) for p in procs]
+    assert "devices 8" in outs[1]
+    (one, loss1), (eight, loss8) = load(tmp_path / "one.npz"), load(tmp_path / "eight.npz")
+    assert loss1 == pytest.approx(loss8, rel=1e-5)
+    for a, b in zip(one, eight):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_two_processes_train_together_and_agree(tmp_path):
     import portpicker
     port = portpicker.pick_unused_port()
