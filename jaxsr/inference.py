@@ -66,6 +66,8 @@ class _Band:
     """Float accumulators for the output rows [top, top + rows) and the code that flushes
     finished rows into the output array."""
 
+    CHUNK = 32  # rows normalised and finished at a time (small temporaries on wide images)
+
     def __init__(self, rows: int, width: int, channels: int, out: np.ndarray, out_h: int,
                  out_w: int, finish: FinishFn | None):
         self.acc = np.zeros((rows, width, channels), np.float32)
@@ -84,12 +86,13 @@ class _Band:
         if n <= 0:
             return
         rows = min(until, self.out_h) - self.top
-        if rows > 0:
-            band = self.acc[:rows, :self.out_w] / self.weight[:rows, :self.out_w]
-            band = np.clip(band, 0.0, 1.0)
+        for r0 in range(0, max(rows, 0), self.CHUNK):
+            r1 = min(rows, r0 + self.CHUNK)
+            band = self.acc[r0:r1, :self.out_w] / self.weight[r0:r1, :self.out_w]
+            np.clip(band, 0.0, 1.0, out=band)
             if self.finish is not None:
                 band = self.finish(band)
-            self.out[self.top:self.top + rows, :, :band.shape[-1]] = band
+            self.out[self.top + r0:self.top + r1, :, :band.shape[-1]] = band
         keep = self.acc.shape[0] - n
         if keep > 0:
             self.acc[:keep] = self.acc[n:]
