@@ -236,12 +236,18 @@ def _npz_bytes(flat: dict[str, np.ndarray]) -> bytes:
 
 
 def _training_data(config: Any) -> str:
+    """The folder (or shipped sample) a config trains on: data.train_dir / data.target_dir, else
+    data.sample / data.target_sample."""
     data = config.get("data", {}) if hasattr(config, "get") else {}
-    train_dir = data.get("train_dir", "") if hasattr(data, "get") else ""
-    if train_dir:
-        return str(train_dir)
-    sample = data.get("sample", "") if hasattr(data, "get") else ""
-    return f"jaxsr sample '{sample}'" if sample else "unknown"
+    if not hasattr(data, "get"):
+        return "unknown"
+    for key in ("train_dir", "target_dir"):
+        if data.get(key, ""):
+            return str(data.get(key))
+    for key in ("sample", "target_sample"):
+        if data.get(key, ""):
+            return f"jaxsr sample '{data.get(key)}'"
+    return "unknown"
 
 
 def _versions() -> dict[str, str]:

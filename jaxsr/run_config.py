@@ -118,16 +118,26 @@ def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
     checkpoint = str(checkpoint)
     if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
         raise ValueError(f"checkpoint={checkpoint!r}: use 'latest', 'best' or a step number")
+    ckpt_dir, ema_section = checkpoint_dir(workdir)
     if use_ema is None:
         try:
             cfg = read_run_config(workdir)
-            use_ema = float(cfg.get("train", {}).get("ema_decay", 0.0)) > 0
+            use_ema = float(cfg.get(ema_section, {}).get("ema_decay", 0.0)) > 0
         except CheckpointError:
             use_ema = True
-    params, meta = restore_params(workdir, checkpoint, use_ema=use_ema)
+    params, meta = restore_params(ckpt_dir, checkpoint, use_ema=use_ema)
     config = read_run_config(workdir, meta)
     model = build_model(config.model)
     return Run(model=model, params=params, config=config, meta=meta, workdir=workdir)
+
+
+def checkpoint_dir(workdir: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """Where a run keeps the checkpoints of its final model, and the config section whose
+    `ema_decay` applies: `workdir` itself ('train'), or for multi-phase methods such as DRTL its
+    `finetune/` phase ('finetune')."""
+    if not (workdir / "checkpoints").is_dir() and (workdir / "finetune" / "checkpoints").is_dir():
+        return workdir / "finetune", "finetune"
+    return workdir, "train"
 
 
 def make_forward(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
