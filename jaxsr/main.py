@@ -70,10 +70,15 @@ class _QuietLibraries(std_logging.Filter):
             f"/{n}/" in record.pathname for n in self.NOISY)
 
 
-def run() -> None:
-    flags.mark_flags_as_required(["config"])
+def quiet_library_logs() -> None:
+    """INFO logs from jaxsr only; libraries keep their warnings (use in scripts too)."""
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def run() -> None:
+    flags.mark_flags_as_required(["config"])
+    quiet_library_logs()
     app.run(main)
 
 

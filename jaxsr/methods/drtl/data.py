@@ -3,7 +3,7 @@
 `config.data` fields: target_dir ('' = the shipped `target_sample`), target_sample, lr_subdir,
 hr_subdir, shots (N few-shot pairs used for relation estimation and fine-tuning), eval_count
 (held-out target pairs evaluated; 0 = all the rest), shot_seed (which pairs are the shots:
-0 = the first N by name, otherwise a seeded random choice), aux_dir ('' = the shipped
+0 = the first N by name, otherwise a seeded random choice among the non-held-out pairs), aux_dir ('' = the shipped
 `aux_sample`), hr_patch, batch_size (per task), target_batch, worker_count.
 """
 from __future__ import annotations
@@ -31,19 +31,22 @@ class TargetSplit:
 
 
 def split_target(d: ml_collections.ConfigDict, scale: int) -> TargetSplit:
-    """Chooses `d.shots` pairs for adaptation; the rest (up to `d.eval_count`) are held out."""
+    """Held-out pairs: the last `d.eval_count` by name (0 = every pair not used as a shot).
+    Shots: `d.shots` pairs from the others, the first ones by name (`shot_seed` 0) or a seeded
+    random choice, so different seeds adapt on different pairs but evaluate on the same ones."""
     root = resolve_dir(d.target_dir, d.target_sample)
     source = PairedFolderSource(root, lr_subdir=d.lr_subdir, hr_subdir=d.hr_subdir, scale=scale)
     n = len(source)
-    if not 1 <= d.shots < n:
-        raise ValueError(f"config.data.shots={d.shots} must be between 1 and {n - 1} for the "
-                         f"{n} pairs in {root} (at least one pair must be held out)")
-    order = np.arange(n)
+    pool = n - d.eval_count if d.eval_count else n - 1
+    if d.eval_count >= n or not 1 <= d.shots <= pool:
+        raise ValueError(f"config.data.shots={d.shots} and eval_count={d.eval_count} do not fit "
+                         f"the {n} pairs in {root}: need shots + eval_count <= {n} and at least "
+                         "one held-out pair")
+    order = np.arange(pool)
     if d.shot_seed:
-        order = np.random.default_rng(d.shot_seed).permutation(n)
-    shots, rest = sorted(order[:d.shots].tolist()), sorted(order[d.shots:].tolist())
-    if d.eval_count:
-        rest = rest[:d.eval_count]
+        order = np.random.default_rng(d.shot_seed).permutation(pool)
+    shots = sorted(order[:d.shots].tolist())
+    rest = list(range(pool, n)) if d.eval_count else sorted(set(range(n)) - set(shots))
     names = list(source.names)
     return TargetSplit(Subset(source, shots), Subset(source, rest),
                        [names[i] for i in shots], [names[i] for i in rest])

@@ -53,20 +53,12 @@ def task_names(config: ml_collections.ConfigDict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- relation
-def relation_phase(config, workdir: pathlib.Path, split, names: list[str]) -> np.ndarray:
-    """Trains the DRN, writes the graph (JSON + heatmap) and returns the initial weights (K,)."""
+def train_relation_net(config, names: list[str]):
+    """Trains the DRN + memory bank on the K auxiliary distortions; returns (model, variables).
+    Depends only on the auxiliary data and the seed, so one network serves every target."""
     rc, K = config.relation, len(names)
-    graph_path = workdir / GRAPH_JSON
-    if graph_path.exists():
-        saved = load_graph(graph_path)
-        if saved["task_names"] == names and saved.get("mode") == rc.mode:
-            logging.info("relation graph loaded from %s", graph_path)
-            return np.asarray(saved["weights"], np.float32)
-    if rc.mode == "uniform" and not rc.build_graph_for_uniform:
-        return np.asarray(uniform_weights(K))
-    scale, aux_scale, mode = config.model.scale, config.drtl.aux_scale, config.drtl.mode
-    hr_crop = rc.crop * (aux_scale if mode == "down" else 1)
-    pool = _hr_pool(config, hr_crop, rc.pool_size)
+    aux_scale, mode = config.drtl.aux_scale, config.drtl.mode
+    pool = _hr_pool(config, rc.crop * (aux_scale if mode == "down" else 1), rc.pool_size)
     per_task = rc.batch_per_task
 
     def sample(key):
@@ -74,8 +66,7 @@ def relation_phase(config, workdir: pathlib.Path, split, names: list[str]) -> np
         idx = jax.random.randint(k_idx, (K, per_task), 0, pool.shape[0])
         hr = pool[idx].astype(jnp.float32) / 255.0
         lr = synthesize_tasks(names, k_syn, hr, aux_scale, mode)
-        images = lr.reshape((K * per_task,) + lr.shape[2:])
-        return images, jnp.repeat(jnp.arange(K), per_task)
+        return lr.reshape((K * per_task,) + lr.shape[2:]), jnp.repeat(jnp.arange(K), per_task)
 
     model = DistortionRelationNet(num_tasks=K, embed_dim=rc.embed_dim, widths=tuple(rc.widths),
                                   input_mode=rc.input_mode)
@@ -83,19 +74,44 @@ def relation_phase(config, workdir: pathlib.Path, split, names: list[str]) -> np
                        learning_rate=rc.drn_lr, logit_scale=rc.logit_scale,
                        steps_per_call=rc.steps_per_call)
     acc = float(jnp.mean(result.accuracies[-max(1, rc.drn_steps // 10):]))
+    logging.info("DRN: %d steps, train accuracy (last 10%%) %.3f over %d distortions",
+                 rc.drn_steps, acc, K)
+    return model, result.params
+
+
+def relation_weights_for_target(config, workdir: pathlib.Path, split, names: list[str],
+                                drn) -> np.ndarray:
+    """Knowledge graph of the target (JSON + heatmap in `workdir`) and the initial weights (K,):
+    softmax(cos(e_T, M) / tau) in 'embedding' mode, uniform otherwise ('gradient' refreshes
+    them inside the train step)."""
+    rc, K = config.relation, len(names)
+    model, params = drn
     crops = drtl_data.target_lr_crops(split, rc.crop, rc.target_crops_per_image, config.seed)
-    graph = knowledge_graph(model, result.params, jnp.asarray(crops, jnp.float32) / 255.0)
+    graph = jax.jit(functools.partial(knowledge_graph, model))(
+        params, jnp.asarray(crops, jnp.float32) / 255.0)
     if rc.mode == "embedding":
         weights = embedding_weights(graph["target_aux"], rc.tau, clip_negative=rc.clip_negative)
-    else:  # 'gradient' starts uniform and is refreshed inside the train step.
+    else:
         weights = uniform_weights(K)
     weights = np.asarray(weights, np.float32)
     if jax.process_index() == 0:
-        save_graph(graph_path, workdir / GRAPH_PNG, graph, names, weights, tau=rc.tau,
+        save_graph(workdir / GRAPH_JSON, workdir / GRAPH_PNG, graph, names, weights, tau=rc.tau,
                    mode=rc.mode)
-    logging.info("DRN: %d steps, train accuracy (last 10%%) %.3f over %d distortions", rc.drn_steps,
-                 acc, K)
     return weights
+
+
+def relation_phase(config, workdir: pathlib.Path, split, names: list[str]) -> np.ndarray:
+    """Loads the saved graph's weights, or trains the DRN and builds the graph; returns (K,)."""
+    graph_path = workdir / GRAPH_JSON
+    if graph_path.exists():
+        saved = load_graph(graph_path)
+        if saved["task_names"] == names and saved.get("mode") == config.relation.mode:
+            logging.info("relation graph loaded from %s", graph_path)
+            return np.asarray(saved["weights"], np.float32)
+    if config.relation.mode == "uniform" and not config.relation.build_graph_for_uniform:
+        return np.asarray(uniform_weights(len(names)))
+    return relation_weights_for_target(config, workdir, split, names,
+                                       train_relation_net(config, names))
 
 
 def _hr_pool(config, size: int, count: int) -> jnp.ndarray:
@@ -132,11 +148,13 @@ def _put(batch: dict, shardings: dict) -> dict:
             for k, v in batch.items()}
 
 
-def _resume(checkpointer: Checkpointer, state, iterator, name: str):
+def _resume(checkpointer: Checkpointer, state, iterator, name: str, num_steps: int):
+    """Restores the newest checkpoint; the data position only matters for an unfinished phase
+    (a finished, shared transfer may be reused with another target split)."""
     if checkpointer.latest_step() is None:
         return state
     state, data_state, meta = checkpointer.restore(None, abstract_like(state))
-    if data_state:
+    if data_state and meta["step"] < num_steps:
         iterator.set_state(data_state)
     logging.info("%s: resumed from step %d", name, meta["step"])
     return state
@@ -157,7 +175,7 @@ def transfer_phase(config, workdir, model, params, names, weights, split, mesh, 
     batches = drtl_data.joint_iterator(config.data, split, K, per_task, config.model.scale,
                                        config.seed)
     ckpt = Checkpointer(workdir / "transfer", keep=config.train.keep_checkpoints, best_metric=None)
-    state = _resume(ckpt, state, batches, "transfer")
+    state = _resume(ckpt, state, batches, "transfer", tc.num_steps)
     build = (drtl_steps.make_meta_step if config.drtl.pipeline == "meta"
              else drtl_steps.make_pretrain_step)
     step = compile_step(build(model, optimizer, config, names), mesh, mesh_lib.replicated(mesh),
