@@ -346,8 +346,9 @@ def export_run(workdir: str | os.PathLike, output: str | os.PathLike, checkpoint
         "global_residual": bool(run.config.model.get("global_residual", False)),
         "method": str(run.config.get("method", "")),
         "training_data": _training_data(run.config),
-        "checkpoint": {"workdir": str(run.workdir.absolute()), "which": str(checkpoint),
-                       "step": run.step},
+        "checkpoint": {"workdir": str(run.workdir.absolute()),
+                       "directory": str(run.checkpoint_dir.absolute()),
+                       "which": str(checkpoint), "step": run.step},
         "metrics": run.meta.get("metrics", {}),
         "baseline_metrics": baseline,
     }

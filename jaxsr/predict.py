@@ -71,8 +71,8 @@ def from_run(workdir: str | os.PathLike, checkpoint: str = "latest",
     run = load_run(workdir, checkpoint, use_ema=use_ema)
     params = jax.device_put(run.params)
     fn = functools.partial(jax.jit(make_forward(run.model)), params)
-    return Restorer(fn, run.scale, f"{run.config.model.name} x{run.scale} from {run.workdir} "
-                    f"step {run.step}")
+    return Restorer(fn, run.scale, f"{run.config.model.name} x{run.scale} from "
+                    f"{run.checkpoint_dir} step {run.step}")
 
 
 def from_artifact(path: str | os.PathLike) -> Restorer:
@@ -107,8 +107,9 @@ def resolve_inputs(spec: str | os.PathLike) -> list[pathlib.Path]:
     if path.is_dir():
         files = list_images(path)
         if not files:
-            raise PredictError(f"input folder '{path}' holds no images ({', '.join(IMAGE_EXTENSIONS)})"
-                               "; pass the folder with the images, or a file or glob")
+            raise PredictError(f"input folder '{path}' holds no images "
+                               f"({', '.join(IMAGE_EXTENSIONS)}); pass the folder with the "
+                               "images, or a file or glob")
         return files
     if path.is_file():
         return [path]

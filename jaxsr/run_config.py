@@ -91,6 +91,7 @@ class Run:
     config: ml_collections.ConfigDict
     meta: dict  # 'step', 'metrics', 'config' of the checkpoint
     workdir: pathlib.Path
+    checkpoint_dir: pathlib.Path  # workdir, or the phase folder holding checkpoints/
 
     @property
     def scale(self) -> int:
@@ -128,7 +129,8 @@ def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
     params, meta = restore_params(ckpt_dir, checkpoint, use_ema=use_ema)
     config = read_run_config(workdir, meta)
     model = build_model(config.model)
-    return Run(model=model, params=params, config=config, meta=meta, workdir=workdir)
+    return Run(model=model, params=params, config=config, meta=meta, workdir=workdir,
+               checkpoint_dir=ckpt_dir)
 
 
 def checkpoint_dir(workdir: pathlib.Path) -> tuple[pathlib.Path, str]:

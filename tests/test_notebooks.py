@@ -45,7 +45,8 @@ def test_notebook_is_stored_without_outputs(name):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
     badge = "https://colab.research.google.com/github/"
-    assert badge in nb.cells[0].source and f"experiments/notebooks/{name}.ipynb" in nb.cells[0].source
+    header = nb.cells[0].source
+    assert badge in header and f"experiments/notebooks/{name}.ipynb" in header
     # Colab-only steps (google.colab, cloning into /content) sit inside `if IN_COLAB...:`.
     for cell in nb.cells:
         lines = cell.source.splitlines() if cell.cell_type == "code" else []

@@ -1,5 +1,6 @@
 """jaxsr.predict: tiled restoration of files equals one untiled forward pass of the same network
 (the independent reference), for RGB, gray, RGBA and 16-bit inputs; errors name the file."""
+import json
 import os
 import pathlib
 import subprocess
@@ -275,3 +276,17 @@ def test_cli(tmp_path, run, restorer):
     proc = subprocess.run(cmd[:4] + [f"--input={tmp_path / 'nope.png'}", "--output=o"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "nope.png' does not exist" in proc.stderr
+
+
+def test_multi_phase_run_uses_its_finetune_checkpoints(tmp_path, run):
+    """A DRTL-style run keeps its final model in `finetune/checkpoints` and config.json at the
+    top; `--workdir=RUN` restores that model."""
+    path, params, model = make_workdir(tmp_path / "drtl" / "finetune")
+    config = json.loads(json.dumps(Checkpointer(path, async_save=False).read_meta(7)["config"]))
+    (tmp_path / "drtl" / "config.json").write_text(json.dumps(config))
+    r = predict.load_restorer(workdir=str(tmp_path / "drtl"))
+    assert "finetune" in r.description and r.scale == SCALE
+    image = _image(60, 56, 8)
+    want = np.clip(np.asarray(jax.jit(make_forward(model))(params, image[None]))[0], 0, 1)
+    np.testing.assert_allclose(predict.restore_array(r, image, tile=48, overlap=36), want,
+                               atol=1e-4)
