@@ -225,6 +225,17 @@ def export_forward(forward: Callable[[Any, jax.Array], jax.Array], params: dict[
             (fallback_tile, fallback_tile))
 
 
+_FLATBUFFERS_FIX = ("jax.export (de)serialization needs the 'flatbuffers' package: "
+                    "pip install flatbuffers")
+
+
+def _serialize(exported: jax_export.Exported) -> bytes:
+    try:
+        return bytes(exported.serialize())
+    except ImportError as e:
+        raise ImportError(f"{_FLATBUFFERS_FIX} ({e})") from e
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -272,7 +283,7 @@ def build_artifact(forward: Callable, params: Any, config: dict, info: dict,
     exported, multiple, input_hw = export_forward(
         lambda p, x: forward(unflatten_params(p), x), flat, platforms, fallback_tile)
     files = {
-        "forward.jaxexport": bytes(exported.serialize()),
+        "forward.jaxexport": _serialize(exported),
         "params.npz": _npz_bytes(flat),
         "config.json": json.dumps(config, indent=2, sort_keys=True).encode(),
     }
@@ -470,6 +481,8 @@ def load(path: str | os.PathLike) -> ExportedModel:
     meta = _check_metadata(path, files)
     try:
         exported = jax_export.deserialize(bytearray(files["forward.jaxexport"]))
+    except ImportError as e:
+        raise ImportError(f"{_FLATBUFFERS_FIX} ({e})") from e
     except Exception as e:
         raise ArtifactError(
             f"'{path}/forward.jaxexport' cannot be deserialized by jax {jax.__version__} ({e}); "

@@ -12,6 +12,7 @@ import sys
 import zipfile
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -286,3 +287,25 @@ def test_cli_zip(workdir, tmp_path):
                            f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
+def test_fixed_size_fallback_for_a_forward_without_symbolic_sizes(tmp_path):
+    """A forward that needs concrete sizes is exported for (tile, tile) inputs; predict then
+    tiles with that size and matches the in-process function."""
+    def forward(params, x):  # np.linspace needs a concrete width
+        ramp = jnp.asarray(np.linspace(0.0, 0.2, int(x.shape[2]), dtype=np.float32))
+        return jnp.clip(x * params["w"] + ramp[None, None, :, None], 0.0, 1.0)
+
+    params = {"w": np.float32(0.8)}
+    files = ex.build_artifact(forward, params, {}, {"scale": 1, "model": "ramp"},
+                              platforms=("cpu",), fallback_tile=16)
+    loaded = ex.load(ex.write_artifact(files, tmp_path / "fixed"))
+    assert loaded.input_hw == (16, 16) and loaded.metadata["input_hw"] == [16, 16]
+    x = np.random.default_rng(6).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(forward(params, x)), atol=1e-6)
+    with pytest.raises(ValueError, match=r"takes \(16, 16\) inputs only"):
+        loaded(x[:, :8])
+    restorer = predict.from_artifact(tmp_path / "fixed")
+    image = x[0, :, :12]
+    out = predict.restore_array(restorer, np.concatenate([image, image], 0), tile=64)
+    assert out.shape == (32, 12, 3)  # tiled with 16x16 tiles despite tile=64
