@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if v.get("x2") or v.get("x3") or v.get("x4") or v.get("synthetic"):
         c.data.sample = "clean_hr"
         c.data.val_count = 2
-        c.data.synthetic_tasks = ("bicubic_down",)
+        c.data.synthetic_tasks = ("bicubic",)
         for s in (2, 3, 4):
             if v.get(f"x{s}"):
                 c.model.scale = s
