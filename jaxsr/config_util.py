@@ -21,7 +21,7 @@ def parse_variant(arg: str | None, allowed: Iterable[str]) -> dict[str, str | bo
     for item in filter(None, (s.strip() for s in (arg or "").split(","))):
         key, _, value = item.partition("=")
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=3)
+            close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown config variant {key!r}.{hint} Valid variants: "
                               f"{', '.join(allowed)}")

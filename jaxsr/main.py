@@ -76,8 +76,33 @@ def quiet_library_logs() -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Exits with a clear message if the config file is missing, its variant is unknown, or a
+    `--config.a.b=v` override names no key (ml_collections would print a traceback instead)."""
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if not config_arg:
+        return
+    import importlib.util
+    from jaxsr.config_util import ConfigError, check_key
+    path, _, variant = config_arg.partition(":")
+    if not os.path.isfile(path):
+        sys.exit(f"error: config file {path!r} not found (run from the repository root, or give "
+                 "its full path)")
+    spec = importlib.util.spec_from_file_location("jaxsr_user_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        config = module.get_config(variant or None)
+        for key in keys:
+            check_key(config, key)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
 def run() -> None:
     flags.mark_flags_as_required(["config"])
+    check_overrides(sys.argv[1:])
     quiet_library_logs()
     app.run(main)
 
