@@ -89,7 +89,7 @@ def make_config(base, seed: int, shots: int, method: str):
 
 def main(argv):
     del argv
-    from jaxsr.main import quiet_library_logs
+    from jaxsr.logs import quiet_library_logs
     quiet_library_logs()
     import jax
     import numpy as np

@@ -6,7 +6,6 @@ goes to runs/<config>[-<variant>]; running the same command again resumes from i
 """
 from __future__ import annotations
 
-import logging as std_logging
 import os
 import pathlib
 import sys
@@ -61,21 +60,6 @@ def _config_arg() -> str:
     return flags.FLAGS["config"].serialize().split("=", 1)[-1]
 
 
-class _QuietLibraries(std_logging.Filter):
-    """Drops INFO chatter of orbax/grain/tfds (their warnings and errors still show)."""
-    NOISY = ("orbax", "grain", "tensorflow_datasets", "etils")
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or not any(
-            f"/{n}/" in record.pathname for n in self.NOISY)
-
-
-def quiet_library_logs() -> None:
-    """INFO logs from jaxsr only; libraries keep their warnings (use in scripts too)."""
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_QuietLibraries())
-
-
 def check_overrides(argv: list[str]) -> None:
     """Exits with a clear message if the config file is missing, its variant is unknown, or a
     `--config.a.b=v` override names no key (ml_collections would print a traceback instead)."""
@@ -103,6 +87,7 @@ def check_overrides(argv: list[str]) -> None:
 def run() -> None:
     flags.mark_flags_as_required(["config"])
     check_overrides(sys.argv[1:])
+    from jaxsr.logs import quiet_library_logs
     quiet_library_logs()
     app.run(main)
 
