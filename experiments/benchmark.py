@@ -40,6 +40,41 @@ Row fields (status 'ok'; 'skipped' / 'error' rows carry `note` / `error` instead
 NAFNet models are scale 1 only: scale > 1 points are skipped with a note. An exception in one
 grid point gives an 'error' row and the grid goes on.
 
+Section `drtl` measures the DRTL transfer steps exactly as `jaxsr.methods.drtl.train` jits them:
+  python experiments/benchmark.py --section=drtl --models=edsr --dtype=float32 --batch=2 \
+      --patch=32 [--tasks=bicubic,gaussian_blur,gaussian_noise,jpeg] [--inner_steps=1] \
+      [--variants=all] [--steps=3] [--warmup=1] [--isolate]
+configs/drtl.py (scale 1: its 'same' mode, distortions at aux_scale 3; scale s > 1: its 'x{s}'
+variant, LR = HR / s) with drtl.tasks = --tasks (K tasks), the optimizer
+`with_extra_args_support(chain(relation_weighted_sum(uniform weights), transfer optim))`,
+`make_pretrain_step` / `make_meta_step` under `compile_step` (replicated, donated state;
+aux_hr (K, b, P, P, 3) sharded over its batch axis, target_lr/hr over axis 0), random uint8
+batches. `--batch` is per task; DRTL-M draws 2 x batch per task (support and query halves), as
+the pipeline does. Model `edsr` is the config's small EDSR (4 blocks, 32 features, global
+residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
+  P-vmap, P-map        DRTL-P step, drtl.task_map 'vmap' | 'map' (lax.map)
+  P-loop               baseline without vmap: K jitted per-task (synthesis + value_and_grad)
+                       calls, then one jitted stack + relation-weighted sum + optimizer + EMA
+                       update (state donated); same numbers as the real step
+  M2-*, M1-*           DRTL-M step, second / first order (meta.first_order), each with
+                       task_map vmap | map and meta.remat off | on ('-remat'),
+                       meta.num_inner_steps = --inner_steps
+drtl row fields (besides section, model, scale, dtype, batch (per task), patch, status):
+  variant, pipeline ('pretrain' | 'meta'), task_map ('vmap' | 'map' | 'loop'), first_order,
+  remat, inner_steps (null for DRTL-P), K, tasks, per_task_batch (images per task per step),
+  lr_patch, mode, aux_scale, params, executables (1, or K + 1 for the loop)
+  lower_s / compile_s        summed over the executables (the loop compiles K + 1)
+  step_ms, steps_per_s       mean over --steps steps after --warmup, synced at the window ends
+  tasks_per_s                K * steps_per_s
+  images_per_s               K * per_task_batch * steps_per_s (HR crops through the step)
+  loss                       relation-weighted loss of the last timed step
+  train_gflops_per_step      XLA cost analysis (summed over the loop's executables)
+  train_temp_bytes, train_argument_bytes
+                             XLA memory analysis (max over the loop's executables): a
+                             per-variant number even without --isolate
+  peak_bytes_in_use, max_rss_bytes, and the environment fields, as above. --isolate runs each
+  point and variant in its own process (per-variant peak memory on GPU).
+
 Adding a section: write `def my_section(cfg: Settings) -> list[dict]` (use `grid(cfg)` and
 `guarded(...)` to keep one row per point and errors contained) and add it to SECTIONS.
 """
@@ -64,7 +99,9 @@ import traceback
 from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -76,17 +113,23 @@ except ImportError:  # run as a script from a checkout without installing
 import ml_collections  # noqa: E402
 
 from jaxsr import models  # noqa: E402
+from jaxsr.degradations import get_task, synthesize  # noqa: E402
+from jaxsr.methods.drtl import steps as drtl_steps  # noqa: E402
+from jaxsr.methods.drtl.reweight import (get_weights, relation_weighted_sum,  # noqa: E402
+                                         uniform_weights, weighted_sum)
 from jaxsr.model_factory import build_model, init_params  # noqa: E402
 from jaxsr.train import mesh as mesh_lib  # noqa: E402
 from jaxsr.train import supervised  # noqa: E402
 from jaxsr.train.optim import make_optimizer  # noqa: E402
-from jaxsr.train.state import create_state  # noqa: E402
+from jaxsr.train.state import apply_update, create_state, step_key  # noqa: E402
 
 DEFAULT_MODELS = ["edsr", "edsr_baseline", "rcan", "nafnet_w32", "unet"]
+DRTL_DEFAULT_TASKS = ("bicubic", "gaussian_blur", "gaussian_noise", "jpeg")
 SCALE1_ONLY = (models.NAFNet,)   # model classes that only restore (output size = input size)
 
 _SECTION = flags.DEFINE_string("section", "supervised",
-                               "What to benchmark: 'supervised' (the supervised trainer's step).")
+                               "What to benchmark: 'supervised' (the supervised trainer's step) "
+                               "or 'drtl' (the DRTL-P / DRTL-M transfer steps).")
 _MODELS = flags.DEFINE_list("models", DEFAULT_MODELS, "Comma list of model registry names.")
 _BATCH = flags.DEFINE_list("batch", ["16"], "Comma list of global batch sizes.")
 _PATCH = flags.DEFINE_list("patch", ["96"], "Comma list of HR patch sides (divisible by scale).")
@@ -106,6 +149,13 @@ _MODEL_KWARGS = flags.DEFINE_string(
     "config.model.global_residual.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for parameters and the random batch.")
 _OUT = flags.DEFINE_string("out", "", "JSON-lines file the rows are appended to ('' = none).")
+_TASKS = flags.DEFINE_list("tasks", list(DRTL_DEFAULT_TASKS),
+                           "drtl: comma list of auxiliary distortion task names (K = their count).")
+_INNER_STEPS = flags.DEFINE_integer("inner_steps", 1, "drtl: MAML inner SGD steps (DRTL-M).")
+_VARIANTS = flags.DEFINE_list(
+    "variants", ["all"],
+    "drtl: which step variants: 'all', groups P / M / M1 (first order) / M2 (second order), or "
+    "names P-vmap, P-map, P-loop, M2-vmap, M2-map, M2-vmap-remat, M2-map-remat, M1-vmap, ...")
 _ISOLATE = flags.DEFINE_bool("isolate", False,
                              "Run every grid point in a fresh process (per-point peak memory).")
 
@@ -128,6 +178,9 @@ class Settings:
     infer_steps: int = 3
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     seed: int = 0
+    tasks: tuple[str, ...] = DRTL_DEFAULT_TASKS     # drtl only
+    inner_steps: int = 1                            # drtl only
+    variants: tuple[str, ...] = ("all",)            # drtl only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +234,9 @@ def settings_from_flags() -> Settings:
         dtypes=tuple(_DTYPE.value), batches=_ints("batch", _BATCH.value),
         patches=_ints("patch", _PATCH.value), steps=_STEPS.value, warmup=_WARMUP.value,
         infer_size=parse_size(_INFER_SIZE.value), infer_batch=_INFER_BATCH.value,
-        infer_steps=_INFER_STEPS.value, model_kwargs=kwargs, seed=_SEED.value)
+        infer_steps=_INFER_STEPS.value, model_kwargs=kwargs, seed=_SEED.value,
+        tasks=tuple(_TASKS.value), inner_steps=_INNER_STEPS.value,
+        variants=tuple(_VARIANTS.value))
 
 
 def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -282,6 +337,19 @@ def supervised_model_config(base: ml_collections.ConfigDict, p: Point, cfg: Sett
     registry presets (no kwargs, no global residual, as in the ':paper' variant).
     """
     config = ml_collections.ConfigDict(base.to_dict())
+    set_point_model(config, base, p, cfg)
+    config.data.batch_size = p.batch
+    config.data.hr_patch = p.patch
+    config.train.num_steps = cfg.warmup + cfg.steps
+    return config
+
+
+def set_point_model(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict, p: Point,
+                    cfg: Settings) -> None:
+    """config.model for point `p`: the config file's model when `p.model` is its model name
+    (its kwargs and global residual), else the registry preset (no kwargs, no global residual);
+    then `--model_kwargs` of `p.model` on top ("global_residual" sets config.model.global_residual).
+    """
     overrides = dict(cfg.model_kwargs.get(p.model, {}))
     if p.model != base.model.name:
         config.model.kwargs = {}
@@ -292,10 +360,6 @@ def supervised_model_config(base: ml_collections.ConfigDict, p: Point, cfg: Sett
     config.model.name = p.model
     config.model.scale = p.scale
     config.model.dtype = p.dtype
-    config.data.batch_size = p.batch
-    config.data.hr_patch = p.patch
-    config.train.num_steps = cfg.warmup + cfg.steps
-    return config
 
 
 def random_batch(rng: np.random.Generator, batch: int, hr: int, lr: int) -> dict[str, np.ndarray]:
@@ -406,8 +470,267 @@ def supervised_section(cfg: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- drtl
+
+@dataclasses.dataclass(frozen=True)
+class DrtlVariant:
+    """One way of computing the DRTL transfer step.
+
+    pipeline: 'pretrain' (DRTL-P) or 'meta' (DRTL-M). task_map: 'vmap' | 'map' (config
+    drtl.task_map of the real step) or 'loop' (the Python-loop baseline, DRTL-P only).
+    first_order / remat: meta.first_order / meta.remat (None for DRTL-P).
+    """
+    name: str
+    pipeline: str
+    task_map: str
+    first_order: bool | None = None
+    remat: bool | None = None
+
+
+DRTL_VARIANTS: tuple[DrtlVariant, ...] = (
+    *(DrtlVariant(f"P-{m}", "pretrain", m) for m in ("vmap", "map", "loop")),
+    *(DrtlVariant(f"M{1 if fo else 2}-{m}{'-remat' if r else ''}", "meta", m, fo, r)
+      for fo in (False, True) for r in (False, True) for m in ("vmap", "map")),
+)
+
+
+def select_variants(items: tuple[str, ...]) -> tuple[DrtlVariant, ...]:
+    """DRTL variants named by `--variants` items, in DRTL_VARIANTS order.
+
+    An item is a variant name ('P-loop', 'M2-map-remat'), a group ('P', 'M', 'M1' = first
+    order, 'M2' = second order) or 'all'.
+    """
+    names = [v.name for v in DRTL_VARIANTS]
+    chosen = set()
+    for item in items:
+        group = item in ("P", "M", "M1", "M2")
+        hits = {n for n in names
+                if item in ("all", n) or group and n.split("-")[0].startswith(item)}
+        if not hits:
+            raise ValueError(f"--variants item {item!r} is unknown; use 'all', a group (P, M, M1, "
+                             f"M2) or names from {', '.join(names)}")
+        chosen |= hits
+    return tuple(v for v in DRTL_VARIANTS if v.name in chosen)
+
+
+def drtl_point_config(base: ml_collections.ConfigDict, p: Point, v: DrtlVariant, cfg: Settings,
+                      ) -> ml_collections.ConfigDict:
+    """configs/drtl.py for one point and variant: model as in `set_point_model`, tasks,
+    task_map, meta.first_order / remat / num_inner_steps, batch per task and patch."""
+    config = ml_collections.ConfigDict(base.to_dict())
+    set_point_model(config, base, p, cfg)
+    config.drtl.pipeline = v.pipeline
+    config.drtl.tasks = tuple(cfg.tasks)
+    config.drtl.shard = "batch"
+    if v.task_map != "loop":
+        config.drtl.task_map = v.task_map
+    if v.pipeline == "meta":
+        config.meta.first_order = bool(v.first_order)
+        config.meta.remat = bool(v.remat)
+        config.meta.num_inner_steps = cfg.inner_steps
+    config.data.batch_size = p.batch
+    config.data.hr_patch = p.patch
+    config.transfer.num_steps = cfg.warmup + cfg.steps
+    return config
+
+
+def drtl_shardings(mesh) -> dict[str, Any]:
+    """The transfer phase's batch shardings (drtl.shard='batch'): aux over its batch axis 1."""
+    return {"aux_hr": mesh_lib.batch_sharding(mesh, 1),
+            "target_lr": mesh_lib.batch_sharding(mesh),
+            "target_hr": mesh_lib.batch_sharding(mesh)}
+
+
+def drtl_random_batch(rng: np.random.Generator, k: int, per_task: int, batch: int, hr: int,
+                      lr: int) -> dict[str, np.ndarray]:
+    """This process's share of a joint DRTL batch: aux_hr uint8 (K, per_task, hr, hr, 3),
+    target_lr (batch, lr, lr, 3), target_hr (batch, hr, hr, 3)."""
+    n = jax.process_count()
+    return {"aux_hr": rng.integers(0, 256, (k, per_task // n, hr, hr, 3), dtype=np.uint8),
+            "target_lr": rng.integers(0, 256, (batch // n, lr, lr, 3), dtype=np.uint8),
+            "target_hr": rng.integers(0, 256, (batch // n, hr, hr, 3), dtype=np.uint8)}
+
+
+def make_loop_baseline(model, optimizer, config: ml_collections.ConfigDict,
+                       names: list[str], mesh):
+    """DRTL-P without vmap: K jitted per-task `(state, aux_hr_k (B, P, P, 3)) -> (loss, grads)`
+    (task k synthesized with the k-th of K keys split from the step key, as `synthesize_tasks`
+    does) and one jitted `(state, losses, grads) -> (state, metrics)` that stacks the K
+    gradients, applies the relation-weighted optimizer and EMA (state donated). Same numbers as
+    `make_pretrain_step` in embedding/uniform relation mode."""
+    loss_fn = drtl_steps.sr_loss(model, config.train.loss)
+    k_total, aux_scale, mode = len(names), config.drtl.aux_scale, config.drtl.mode
+    rep = mesh_lib.replicated(mesh)
+
+    def task_grad(k: int):
+        def grad_k(state, aux_k):
+            key = jax.random.split(step_key(state), k_total)[k]
+            hr = drtl_steps.to_float(aux_k)
+            lr = synthesize(names[k], key, hr, aux_scale, mode)
+            return jax.value_and_grad(loss_fn)(state.params, {"lr": lr, "hr": hr})
+        return jax.jit(grad_k, in_shardings=(rep, mesh_lib.batch_sharding(mesh)),
+                       out_shardings=rep)
+
+    def update(state, losses, grads):
+        grads = jax.tree.map(lambda *g: jnp.stack(g), *grads)
+        losses = jnp.stack(losses)
+        w = get_weights(state.opt_state)
+        loss = jnp.sum(w * losses)
+        new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay)
+        return new_state, {"loss": loss, "task_loss": losses, "weight": w,
+                           "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
+
+    return ([task_grad(k) for k in range(k_total)],
+            jax.jit(update, in_shardings=(rep, rep, rep), out_shardings=(rep, rep),
+                    donate_argnums=0))
+
+
+def _timed_loop(run_step: Callable, state, cfg: Settings):
+    """`cfg.warmup` then `cfg.steps` calls of run_step(state) -> (state, metrics); seconds of the
+    timed window (device synced only at its ends)."""
+    metrics = None
+    for _ in range(cfg.warmup):
+        state, metrics = run_step(state)
+    jax.block_until_ready((state, metrics))
+    t0 = time.perf_counter()
+    for _ in range(cfg.steps):
+        state, metrics = run_step(state)
+    jax.block_until_ready((state, metrics))
+    return state, metrics, time.perf_counter() - t0
+
+
+def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collections.ConfigDict,
+                     ) -> dict[str, Any]:
+    config = drtl_point_config(base, p, v, cfg)
+    names = list(config.drtl.tasks)
+    if not names:
+        raise ValueError("--tasks is empty; give distortion task names, e.g. "
+                         "--tasks=bicubic,gaussian_blur")
+    for n in names:
+        get_task(n)   # unknown names fail here with close matches
+    k = len(names)
+    aux_scale, mode = int(config.drtl.aux_scale), config.drtl.mode
+    if p.patch % p.scale or p.patch % aux_scale:
+        raise ValueError(f"--patch={p.patch} must be divisible by the scale {p.scale} and the "
+                         f"distortions' aux_scale {aux_scale} (configs/drtl.py, mode {mode!r}); "
+                         f"use a multiple of {math.lcm(p.scale, aux_scale)}")
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_batch_size(p.batch, mesh, what="--batch (per task)")
+    lr_patch = p.patch // p.scale
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(cfg.seed), lr_patch)
+    n_params = models.count_params(params)
+    base_opt, _ = make_optimizer(config.transfer.optim, config.transfer.num_steps)
+    optimizer = optax.with_extra_args_support(
+        optax.chain(relation_weighted_sum(weights=uniform_weights(k)), base_opt))
+    rep = mesh_lib.replicated(mesh)
+    state = jax.device_put(create_state(params, optimizer, cfg.seed), rep)
+    del params
+    per_task = p.batch * (2 if v.pipeline == "meta" else 1)   # meta: support + query halves
+    host = drtl_random_batch(np.random.default_rng(cfg.seed), k, per_task, p.batch, p.patch,
+                             lr_patch)
+    shardings = drtl_shardings(mesh)
+
+    if v.task_map == "loop":
+        if v.pipeline != "pretrain":
+            raise ValueError(f"variant {v.name}: the loop baseline is DRTL-P only")
+        grad_fns, update = make_loop_baseline(model, optimizer, config, names, mesh)
+        aux = [jax.device_put(host["aux_hr"][i], mesh_lib.batch_sharding(mesh))
+               for i in range(k)]
+        lower_s = compile_s = 0.0
+        compiled_grads, stats = [], []
+        for i, fn in enumerate(grad_fns):
+            t0 = time.perf_counter()
+            lowered = fn.lower(state, aux[i])
+            t1 = time.perf_counter()
+            compiled_grads.append(lowered.compile())
+            lower_s, compile_s = lower_s + t1 - t0, compile_s + time.perf_counter() - t1
+            stats.append(compiled_stats(compiled_grads[-1]))
+        outs = [jax.eval_shape(fn, state, aux[i]) for i, fn in enumerate(grad_fns)]
+        t0 = time.perf_counter()
+        lowered = update.lower(state, [o[0] for o in outs], [o[1] for o in outs])
+        t1 = time.perf_counter()
+        compiled_update = lowered.compile()
+        lower_s, compile_s = lower_s + t1 - t0, compile_s + time.perf_counter() - t1
+        stats.append(compiled_stats(compiled_update))
+
+        def run_step(st):
+            got = [g(st, a) for g, a in zip(compiled_grads, aux)]
+            return compiled_update(st, [x[0] for x in got], [x[1] for x in got])
+        executables = k + 1
+    else:
+        build = (drtl_steps.make_meta_step if v.pipeline == "meta"
+                 else drtl_steps.make_pretrain_step)
+        step = supervised.compile_step(build(model, optimizer, config, names), mesh, rep,
+                                       shardings)
+        batch = {key: jax.make_array_from_process_local_data(shardings[key], val)
+                 for key, val in host.items()}
+        t0 = time.perf_counter()
+        lowered = step.lower(state, batch)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        lower_s, compile_s = t1 - t0, t2 - t1
+        stats = [compiled_stats(compiled)]
+
+        def run_step(st):
+            return compiled(st, batch)
+        executables = 1
+    del lowered
+    state, metrics, train_s = _timed_loop(run_step, state, cfg)
+    loss = float(jax.device_get(metrics["loss"])) if metrics is not None else None
+    gflops = [s["gflops"] for s in stats]
+    temps = [s["temp_bytes"] for s in stats]
+    args = [s["argument_bytes"] for s in stats]
+    steps_per_s = cfg.steps / train_s
+    row = {
+        "K": k, "tasks": names, "per_task_batch": per_task, "lr_patch": lr_patch,
+        "mode": mode, "aux_scale": aux_scale, "params": n_params, "executables": executables,
+        "lower_s": lower_s, "compile_s": compile_s,
+        "step_ms": 1e3 * train_s / cfg.steps, "steps_per_s": steps_per_s,
+        "tasks_per_s": k * steps_per_s, "images_per_s": k * per_task * steps_per_s,
+        "loss": loss,
+        "train_gflops_per_step": None if None in gflops else sum(gflops),
+        "train_temp_bytes": None if None in temps else max(temps),
+        "train_argument_bytes": None if None in args else max(args),
+    }
+    del state, metrics, run_step
+    row["peak_bytes_in_use"] = peak_device_bytes()
+    row["max_rss_bytes"] = max_rss_bytes()
+    return row
+
+
+def variant_fields(v: DrtlVariant, cfg: Settings) -> dict[str, Any]:
+    return {"variant": v.name, "pipeline": v.pipeline, "task_map": v.task_map,
+            "first_order": v.first_order, "remat": v.remat,
+            "inner_steps": cfg.inner_steps if v.pipeline == "meta" else None}
+
+
+def drtl_section(cfg: Settings) -> list[dict[str, Any]]:
+    """One row per grid point and DRTL variant (`--variants`) for the DRTL transfer steps."""
+    variants = select_variants(cfg.variants)
+    bases: dict[int, ml_collections.ConfigDict] = {}
+    rows = []
+    for p in grid(cfg):
+        for v in variants:
+            head = {**variant_fields(v, cfg)}
+            reason = skip_reason(p)
+            if reason:
+                print(f"note: {reason}", flush=True)
+                rows.append({**point_row("drtl", p, **head), "status": "skipped", "note": reason})
+                continue
+            if p.scale not in bases:   # scale s > 1: the 'x{s}' variant (LR = HR / s)
+                bases[p.scale] = load_config("drtl", f"x{p.scale}" if p.scale > 1 else None)
+            print(f"running: drtl {v.name} {p.model} x{p.scale} {p.dtype} batch {p.batch}/task "
+                  f"patch {p.patch} K={len(cfg.tasks)}", flush=True)
+            row = guarded("drtl", p, lambda p=p, v=v: bench_drtl_point(p, v, cfg, bases[p.scale]))
+            rows.append({**point_row("drtl", p, **head), **row})
+    return rows
+
+
 SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
     "supervised": supervised_section,
+    "drtl": drtl_section,
 }
 
 
@@ -422,18 +745,27 @@ def run(cfg: Settings) -> list[dict[str, Any]]:
     return [{**row, **env, "time": stamp} for row in SECTIONS[cfg.section](cfg)]
 
 
+def isolation_units(cfg: Settings) -> list[tuple[Point, str | None]]:
+    """What one isolated process runs: a grid point (and, for drtl, one variant)."""
+    if cfg.section == "drtl":
+        return [(p, v.name) for p in grid(cfg) for v in select_variants(cfg.variants)]
+    return [(p, None) for p in grid(cfg)]
+
+
 def run_isolated(cfg: Settings) -> list[dict[str, Any]]:
-    """Each grid point in a fresh `python benchmark.py` process (same flags, one point each)."""
+    """Each grid point (drtl: each point and variant) in a fresh `python benchmark.py` process."""
     rows = []
-    passthrough = [f.serialize() for f in _own_flags() if f.name not in _GRID_FLAGS + ("out",)]
-    for p in grid(cfg):
-        print(f"running (isolated): {cfg.section} {p.model} x{p.scale} {p.dtype} batch {p.batch} "
-              f"patch {p.patch}", flush=True)
+    passthrough = [f.serialize() for f in _own_flags()
+                   if f.name not in _GRID_FLAGS + ("out", "variants")]
+    for p, variant in isolation_units(cfg):
+        print(f"running (isolated): {cfg.section} {variant or ''} {p.model} x{p.scale} {p.dtype} "
+              f"batch {p.batch} patch {p.patch}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "rows.jsonl")
             cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), *passthrough,
                    f"--models={p.model}", f"--scale={p.scale}", f"--dtype={p.dtype}",
-                   f"--batch={p.batch}", f"--patch={p.patch}", "--noisolate", f"--out={out}"]
+                   f"--batch={p.batch}", f"--patch={p.patch}", "--noisolate", f"--out={out}",
+                   f"--variants={variant or ','.join(cfg.variants)}"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             sys.stderr.write(proc.stderr)
             got = ([json.loads(line) for line in open(out) if line.strip()]
@@ -441,7 +773,8 @@ def run_isolated(cfg: Settings) -> list[dict[str, Any]]:
             if proc.returncode or not got:
                 msg = f"subprocess exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"
                 print(f"error: {p}: {msg}", flush=True)
-                got = [point_row(cfg.section, p, status="error", error=msg)]
+                extra = ({"variant": variant} if variant else {})
+                got = [point_row(cfg.section, p, **extra, status="error", error=msg)]
             for line in proc.stdout.splitlines():
                 if line.startswith(("note:", "error:")):
                     print(line, flush=True)
@@ -462,24 +795,35 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
+def _mib(key: str) -> Callable[[dict], str]:
+    return lambda r: _num(r.get(key) and r[key] / 2 ** 20, ".0f")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
+    drtl = any(r.get("section") == "drtl" for r in rows)
     cols = [("model", 14, lambda r: r["model"]), ("x", 2, lambda r: str(r["scale"])),
             ("dtype", 8, lambda r: r["dtype"]), ("batch", 5, lambda r: str(r["batch"])),
-            ("patch", 5, lambda r: str(r["patch"])),
-            ("params", 8, lambda r: _num(r.get("params") and r["params"] / 1e6, ".3f") + "M"
-             if r.get("params") else "-"),
-            ("lower_s", 7, lambda r: _num(r.get("lower_s"), ".2f")),
-            ("compile_s", 9, lambda r: _num(r.get("compile_s"), ".2f")),
-            ("step_ms", 9, lambda r: _num(r.get("step_ms"), ".1f")),
-            ("steps/s", 8, lambda r: _num(r.get("steps_per_s"), ".3f")),
-            ("img/s", 8, lambda r: _num(r.get("images_per_s"), ".2f")),
-            ("inferMP/s", 9, lambda r: _num(r.get("infer_mpix_per_s"), ".3f")),
-            ("peakMiB", 8, lambda r: _num(r.get("peak_bytes_in_use") and
-                                          r["peak_bytes_in_use"] / 2 ** 20, ".0f")),
-            ("rssMiB", 7, lambda r: _num(r.get("max_rss_bytes") and
-                                         r["max_rss_bytes"] / 2 ** 20, ".0f")),
-            ("status", 0, lambda r: r["status"] + (f" ({r.get('note') or r.get('error')})"[:90]
-                                                  if r["status"] != "ok" else ""))]
+            ("patch", 5, lambda r: str(r["patch"]))]
+    if drtl:
+        cols += [("variant", 13, lambda r: str(r.get("variant", "-"))),
+                 ("K", 2, lambda r: str(r.get("K", "-")))]
+    cols += [("params", 8, lambda r: _num(r.get("params") and r["params"] / 1e6, ".3f") + "M"
+              if r.get("params") else "-"),
+             ("lower_s", 7, lambda r: _num(r.get("lower_s"), ".2f")),
+             ("compile_s", 9, lambda r: _num(r.get("compile_s"), ".2f")),
+             ("step_ms", 9, lambda r: _num(r.get("step_ms"), ".1f")),
+             ("steps/s", 8, lambda r: _num(r.get("steps_per_s"), ".3f"))]
+    if drtl:
+        cols += [("tasks/s", 8, lambda r: _num(r.get("tasks_per_s"), ".2f")),
+                 ("img/s", 8, lambda r: _num(r.get("images_per_s"), ".2f")),
+                 ("tempMiB", 7, lambda r: _num(r.get("train_temp_bytes") and
+                                               r["train_temp_bytes"] / 2 ** 20, ".1f"))]
+    else:
+        cols += [("img/s", 8, lambda r: _num(r.get("images_per_s"), ".2f")),
+                 ("inferMP/s", 9, lambda r: _num(r.get("infer_mpix_per_s"), ".3f"))]
+    cols += [("peakMiB", 8, _mib("peak_bytes_in_use")), ("rssMiB", 7, _mib("max_rss_bytes")),
+             ("status", 0, lambda r: r["status"] + (f" ({r.get('note') or r.get('error')})"[:90]
+                                                   if r["status"] != "ok" else ""))]
     lines = ["  ".join(name.ljust(w) for name, w, _ in cols).rstrip()]
     for r in rows:
         lines.append("  ".join(f(r).ljust(w) for _, w, f in cols).rstrip())
@@ -491,8 +835,14 @@ def main(argv: list[str]) -> None:
     if extra:
         raise app.UsageError(f"unexpected arguments {extra}; all options are --flags")
     cfg = settings_from_flags()
-    if cfg.steps < 1 or cfg.warmup < 0 or cfg.infer_steps < 1:
-        raise app.UsageError("--steps and --infer_steps must be >= 1 and --warmup >= 0")
+    if cfg.steps < 1 or cfg.warmup < 0 or cfg.infer_steps < 1 or cfg.inner_steps < 0:
+        raise app.UsageError("--steps and --infer_steps must be >= 1, --warmup and --inner_steps "
+                             ">= 0")
+    if cfg.section == "drtl":
+        try:
+            select_variants(cfg.variants)
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
     rows = run_isolated(cfg) if _ISOLATE.value else run(cfg)
     if jax.process_index() != 0:   # multi-process runs: process 0 reports
         return

@@ -127,3 +127,114 @@ def test_patch_not_divisible_is_an_error_row():
                          patches=(16,), steps=1, warmup=0, infer_size=None)
     (row,) = bench.supervised_section(cfg)
     assert row["status"] == "error" and "--patch=16" in row["error"]
+
+
+# ----------------------------------------------------------------------------- drtl section
+
+DRTL_KEYS = {
+    "section", "model", "scale", "dtype", "batch", "patch", "status", "variant", "pipeline",
+    "task_map", "first_order", "remat", "inner_steps", "K", "tasks", "per_task_batch",
+    "lr_patch", "mode", "aux_scale", "params", "executables", "lower_s", "compile_s", "step_ms",
+    "steps_per_s", "tasks_per_s", "images_per_s", "loss", "train_gflops_per_step",
+    "train_temp_bytes", "train_argument_bytes", "peak_bytes_in_use", "max_rss_bytes",
+}
+DRTL_POSITIVE = ("params", "lower_s", "compile_s", "step_ms", "steps_per_s", "tasks_per_s",
+                 "images_per_s", "loss", "max_rss_bytes")
+TINY_EDSR = {"edsr": {"num_blocks": 1, "features": 8}}
+
+
+def _drtl_settings(bench, variants, tasks=("bicubic", "gaussian_noise"), **kw):
+    return bench.Settings(section="drtl", models=("edsr",), scales=(2,), dtypes=("float32",),
+                          batches=(2,), patches=(16,), steps=2, warmup=1, infer_size=None,
+                          model_kwargs=TINY_EDSR, tasks=tasks, variants=variants, **kw)
+
+
+def _check_drtl_rows(rows, names, k, batch=2, inner_steps=1):
+    assert [r["variant"] for r in rows] == names
+    for r in rows:
+        assert r["status"] == "ok", r.get("error")
+        assert DRTL_KEYS <= set(r), DRTL_KEYS - set(r)
+        for key in DRTL_POSITIVE:
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, \
+                (r["variant"], key)
+        meta = r["variant"].startswith("M")
+        assert r["pipeline"] == ("meta" if meta else "pretrain") and r["K"] == k
+        assert r["task_map"] == r["variant"].split("-")[1]
+        assert r["first_order"] == (r["variant"].startswith("M1") if meta else None)
+        assert r["remat"] == (r["variant"].endswith("-remat") if meta else None)
+        assert r["inner_steps"] == (inner_steps if meta else None)
+        # DRTL-M draws support and query halves of `batch` each per task.
+        assert r["per_task_batch"] == batch * (2 if meta else 1)
+        assert r["executables"] == (k + 1 if r["task_map"] == "loop" else 1)
+        # configs/drtl.py keeps its global residual: EDSR + a per-channel gain (3).
+        assert r["params"] == edsr_param_count(8, 1, 2) + 3 == 4534
+        assert r["lr_patch"] == 8 and r["mode"] == "down" and r["aux_scale"] == 2
+        assert r["tasks_per_s"] == pytest.approx(k * r["steps_per_s"], rel=1e-9)
+        assert r["images_per_s"] == pytest.approx(r["per_task_batch"] * r["tasks_per_s"],
+                                                  rel=1e-9)
+        assert r["step_ms"] * r["steps_per_s"] == pytest.approx(1000.0, rel=1e-9)
+        assert r["peak_bytes_in_use"] is None   # CPU reports none
+
+
+def _same_loss(rows, prefix):
+    """Variants of one pipeline and order compute the same thing from the same seed and batch
+    (vmap vs lax.map vs the Python loop, remat on/off), so the last step's loss agrees."""
+    losses = [r["loss"] for r in rows if r["variant"].startswith(prefix)]
+    assert len(losses) >= 2
+    assert losses == [pytest.approx(losses[0], rel=1e-4)] * len(losses)
+
+
+def test_drtl_section_in_process():
+    bench = _load()
+    names = ["P-vmap", "P-loop"]   # DRTL-M: the CLI test and the slow every-variant test
+    rows = bench.drtl_section(_drtl_settings(bench, tuple(names)))
+    _check_drtl_rows(rows, names, k=2)
+    assert rows[0]["tasks"] == ["bicubic", "gaussian_noise"]
+    _same_loss(rows, "P-")    # the real step's one vmap and K separate calls: same gradients
+    assert "tasks/s" in bench.format_table(rows) and "P-loop" in bench.format_table(rows)
+
+
+@pytest.mark.slow
+def test_drtl_section_every_variant():
+    bench = _load()
+    names = [v.name for v in bench.DRTL_VARIANTS]
+    assert len(names) == 3 + 2 * 2 * 2
+    rows = bench.drtl_section(_drtl_settings(bench, ("all",)))
+    _check_drtl_rows(rows, names, k=2)
+    _same_loss(rows, "P-")    # vmap, lax.map and the Python loop
+    _same_loss(rows, "M2-")   # remat and lax.map do not change the meta-gradient
+    _same_loss(rows, "M1-")
+
+
+def test_drtl_cli_flags_and_error_rows(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    cmd = [sys.executable, str(SCRIPT), "--section=drtl", "--models=edsr", "--scale=2,3",
+           "--dtype=float32", "--batch=2", "--patch=16", "--steps=1", "--warmup=0",
+           "--tasks=bicubic,jpeg,gaussian_blur", "--inner_steps=2", "--variants=M1-vmap",
+           f"--out={out}", f"--model_kwargs={json.dumps(TINY_EDSR)}"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    ok, bad = rows
+    _check_drtl_rows([ok], ["M1-vmap"], k=3, inner_steps=2)
+    assert ok["tasks"] == ["bicubic", "jpeg", "gaussian_blur"]
+    assert ok["flags"]["section"] == "drtl" and ok["flags"]["inner_steps"] == 2
+    # 16 is not a multiple of 3: an error row that names the flag, and the run goes on.
+    assert bad["status"] == "error" and bad["variant"] == "M1-vmap" and "--patch=16" in bad["error"]
+    assert "tasks/s" in proc.stdout and "M1-vmap" in proc.stdout
+
+
+def test_drtl_select_variants():
+    bench = _load()
+    names = lambda items: [v.name for v in bench.select_variants(items)]  # noqa: E731
+    assert names(("P",)) == ["P-vmap", "P-map", "P-loop"]
+    assert names(("M1",)) == ["M1-vmap", "M1-map", "M1-vmap-remat", "M1-map-remat"]
+    assert len(names(("M",))) == 8 and len(names(("all",))) == 11
+    assert names(("M2-map-remat", "P-loop")) == ["P-loop", "M2-map-remat"]   # canonical order
+    with pytest.raises(ValueError, match="P-vmap"):
+        bench.select_variants(("P-pmap",))
+    cfg = bench.Settings(section="drtl", models=("edsr",), scales=(2,), dtypes=("float32",),
+                         batches=(2,), patches=(16,), variants=("P",))
+    units = bench.isolation_units(cfg)
+    assert [v for _, v in units] == ["P-vmap", "P-map", "P-loop"]
