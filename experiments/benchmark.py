@@ -68,7 +68,9 @@ drtl row fields (besides section, model, scale, dtype, batch (per task), patch, 
   tasks_per_s                K * steps_per_s
   images_per_s               K * per_task_batch * steps_per_s (HR crops through the step)
   loss                       relation-weighted loss of the last timed step
-  train_gflops_per_step      XLA cost analysis (summed over the loop's executables)
+  train_gflops_per_step      XLA cost analysis (summed over the loop's executables); for
+                             task_map 'map' XLA counts the lax.map body once, i.e. about 1/K
+                             of the step's FLOPs
   train_temp_bytes, train_argument_bytes
                              XLA memory analysis (max over the loop's executables): a
                              per-variant number even without --isolate
