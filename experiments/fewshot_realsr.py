@@ -18,7 +18,6 @@ Writes OUT/results.json (every run), OUT/results.md (mean +- std over seeds), OU
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import logging
 import pathlib
@@ -51,13 +50,6 @@ METHODS = {  # name -> (pipeline, relation mode or None for the DRTL mode flag)
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
-def load_config(path: str, variant: str):
-    spec = importlib.util.spec_from_file_location("base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant or None)
-
-
 def make_config(base, seed: int, shots: int, method: str):
     import ast
     c = base.copy_and_resolve_references()
@@ -73,16 +65,14 @@ def make_config(base, seed: int, shots: int, method: str):
     c.transfer.num_steps = _T.value
     c.finetune.num_steps = _F.value + (_T.value if pipeline == "none" else 0)
     c.finetune.eval_every = 10 ** 9  # evaluate once, at the end
+    from jaxsr.config_util import override
     for item in _OVERRIDES.value:
         key, value = item.split("=", 1)
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
         try:
-            node[leaf] = ast.literal_eval(value)
+            value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            node[leaf] = value
+            pass  # a plain string
+        override(c, key, value)
     c.lock()
     return c
 
@@ -103,7 +93,8 @@ def main(argv):
 
     out = pathlib.Path(_OUT.value)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    base = load_config(_CONFIG.value, _VARIANT.value)
+    from jaxsr.config_util import load_config_file
+    base = load_config_file(_CONFIG.value, _VARIANT.value)
     mesh = mesh_lib.make_mesh()
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []

@@ -51,6 +51,30 @@ def check_key(config: ml_collections.ConfigDict, dotted: str) -> None:
                       f"See the config file for the {len(keys)} valid keys.")
 
 
+def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file (as `--config=path:variant` would load it)."""
+    import importlib.util
+    import pathlib
+    if not pathlib.Path(path).is_file():
+        raise ConfigError(f"config file {path!r} not found (run from the repository root, or "
+                          "give its full path)")
+    spec = importlib.util.spec_from_file_location("jaxsr_user_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant or None)
+
+
+def override(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+    """Sets the existing key `config.<dotted>` (works on locked configs); an unknown key
+    raises ConfigError with close matches."""
+    check_key(config, dotted)
+    *parents, leaf = dotted.split(".")
+    node = config
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+
+
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Locks the config so a misspelt override is an error rather than a new key."""
     config.lock()

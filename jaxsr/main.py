@@ -67,17 +67,10 @@ def check_overrides(argv: list[str]) -> None:
     keys = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     if not config_arg:
         return
-    import importlib.util
-    from jaxsr.config_util import ConfigError, check_key
+    from jaxsr.config_util import ConfigError, check_key, load_config_file
     path, _, variant = config_arg.partition(":")
-    if not os.path.isfile(path):
-        sys.exit(f"error: config file {path!r} not found (run from the repository root, or give "
-                 "its full path)")
-    spec = importlib.util.spec_from_file_location("jaxsr_user_config", path)
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
-        config = module.get_config(variant or None)
+        config = load_config_file(path, variant)
         for key in keys:
             check_key(config, key)
     except ConfigError as e:

@@ -1,5 +1,4 @@
 """DRTL pipeline end to end (tiny config on the shipped real samples) and its train steps."""
-import importlib.util
 import json
 import pathlib
 
@@ -9,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxsr.config_util import load_config_file, override
 from jaxsr.degradations import synthesize_tasks
 from jaxsr.methods.drtl import steps as drtl_steps
 from jaxsr.methods.drtl import train as drtl_train
@@ -21,16 +21,10 @@ TASKS = ("bicubic", "gaussian_blur", "gaussian_noise")
 
 
 def drtl_config(variant="tiny", **overrides):
-    spec = importlib.util.spec_from_file_location("drtl_config", REPO / "configs" / "drtl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
+    """configs/drtl.py:<variant> with `dotted.key=value` overrides."""
+    config = load_config_file(str(REPO / "configs" / "drtl.py"), variant)
     for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        override(config, dotted, value)
     return config
 
 

@@ -1,5 +1,6 @@
 """Supervised trainer end to end on the shipped real samples (tiny config)."""
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -7,26 +8,19 @@ import numpy as np
 import pytest
 
 from jaxsr.checkpoint import Checkpointer, abstract_like
+from jaxsr.config_util import load_config_file, override
 from jaxsr.train import supervised
 from jaxsr.train.loop import NonFiniteLossError
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "configs/supervised.py"
 
 
 def tiny_config(**overrides):
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[1] / CONFIG
-    spec = importlib.util.spec_from_file_location("supervised_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    """configs/supervised.py:tiny with `dotted.key=value` overrides."""
+    config = load_config_file(str(REPO / CONFIG), "tiny")
     for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        override(config, dotted, value)
     return config
 
 

@@ -66,24 +66,31 @@ def _refresh_gradient_weights(state: TrainState, grads, loss_fn: LossFn, batch: 
                         state.opt_state)
 
 
+def _weighted_update(state: TrainState, grads, losses, batch: dict, loss_fn: LossFn,
+                     optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict):
+    """Refreshes gradient-mode weights (if due), then the relation-weighted optimizer update.
+
+    grads: stacked per-task (meta-)gradients (K leading axis); losses: (K,) task losses."""
+    if config.relation.mode == "gradient":
+        state = state.replace(opt_state=_refresh_gradient_weights(
+            state, grads, loss_fn, batch, config.relation))
+    w = get_weights(state.opt_state)
+    loss = jnp.sum(w * losses)
+    new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay)
+    return new_state, {"loss": loss, "task_loss": losses, "weight": w,
+                       "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
+
+
 def make_pretrain_step(model, optimizer: optax.GradientTransformation,
                        config: ml_collections.ConfigDict, task_names: Sequence[str]):
     """DRTL-P: `(state, batch) -> (state, metrics)`; relation-weighted multi-task gradient step."""
     loss_fn = sr_loss(model, config.train.loss)
     build = make_task_batches(task_names, config.drtl.aux_scale, config.drtl.mode)
-    rc = config.relation
 
     def step(state: TrainState, batch: dict):
         tasks = build(step_key(state), batch["aux_hr"])
         grads, losses = per_task_grads(loss_fn, state.params, tasks, task_map=config.drtl.task_map)
-        if rc.mode == "gradient":
-            state = state.replace(opt_state=_refresh_gradient_weights(
-                state, grads, loss_fn, batch, rc))
-        w = get_weights(state.opt_state)
-        loss = jnp.sum(w * losses)
-        new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay)
-        return new_state, {"loss": loss, "task_loss": losses, "weight": w,
-                           "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
+        return _weighted_update(state, grads, losses, batch, loss_fn, optimizer, config)
     return step
 
 
@@ -95,7 +102,7 @@ def make_meta_step(model, optimizer: optax.GradientTransformation,
     """
     loss_fn = sr_loss(model, config.train.loss)
     build = make_task_batches(task_names, config.drtl.aux_scale, config.drtl.mode)
-    rc, mc = config.relation, config.meta
+    mc = config.meta
 
     def step(state: TrainState, batch: dict):
         supports, queries = split_support_query(build(step_key(state), batch["aux_hr"]))
@@ -103,12 +110,5 @@ def make_meta_step(model, optimizer: optax.GradientTransformation,
                                    inner_lr=mc.inner_lr, num_inner_steps=mc.num_inner_steps,
                                    first_order=mc.first_order, remat=mc.remat,
                                    task_map=config.drtl.task_map)
-        if rc.mode == "gradient":
-            state = state.replace(opt_state=_refresh_gradient_weights(
-                state, grads, loss_fn, batch, rc))
-        w = get_weights(state.opt_state)
-        loss = jnp.sum(w * losses)
-        new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay)
-        return new_state, {"loss": loss, "task_loss": losses, "weight": w,
-                           "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
+        return _weighted_update(state, grads, losses, batch, loss_fn, optimizer, config)
     return step
