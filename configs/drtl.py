@@ -91,6 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.target_batch = 4
     c.data.finetune_batch = 8
     c.data.worker_count = 0
+    c.data.cache_images = 256             # decode sets up to this size once, keep in memory
 
     c.transfer = ml_collections.ConfigDict()
     c.transfer.num_steps = 300

@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.hr_patch = 48
     c.data.augment = True
     c.data.worker_count = 0
+    c.data.cache_images = 256            # decode sets up to this size once, keep in memory
     c.data.synthetic_tasks = ()
     c.data.mode = "down"                 # synthetic tasks: 'down' (LR smaller) or 'same'
 

@@ -148,3 +148,23 @@ def test_city100_shared_data(shared_data):
     assert len(src) == 50 and src.scale == 1
     rec = src[0]
     assert rec["name"] == "001" and rec["lr"].shape == rec["hr"].shape == (512, 512, 3)
+
+
+def test_in_memory_source_equals_its_source_and_caches_only_small_sets(tmp_path):
+    from jaxsr.data.sources import InMemorySource, cache_if_small
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        for sub, size in (("lr", 8), ("hr", 16)):
+            (tmp_path / sub).mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                tmp_path / sub / f"{i:03d}.png")
+    source = PairedFolderSource(tmp_path)
+    cached = InMemorySource(source)
+    assert len(cached) == 3
+    for i in range(3):
+        a, b = source[i], cached[i]
+        assert a["name"] == b["name"]
+        np.testing.assert_array_equal(a["lr"], b["lr"])
+        np.testing.assert_array_equal(a["hr"], b["hr"])
+    assert isinstance(cache_if_small(source, 3), InMemorySource)
+    assert cache_if_small(source, 2) is source

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -177,3 +177,25 @@ class ImageFolderSource:
 
     def __repr__(self) -> str:
         return f"ImageFolderSource('{self.root}', images={len(self)})"
+
+
+class InMemorySource:
+    """Every record of `source` decoded once and kept in memory (random access, picklable).
+
+    For small sets read every step, such as few-shot target pairs or a small pool of clean
+    images: decoding a 512x512 PNG pair costs more than a small model's train step.
+    """
+
+    def __init__(self, source: Any):
+        self.records = [source[i] for i in range(len(source))]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.records[index]
+
+
+def cache_if_small(source: Any, max_records: int) -> Any:
+    """`InMemorySource(source)` when it has at most `max_records` records, else `source`."""
+    return InMemorySource(source) if len(source) <= max_records else source

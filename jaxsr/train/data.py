@@ -4,7 +4,7 @@
 hr_subdir, val_dir ('' = hold out the last `val_count` pairs of train_dir), val_count,
 batch_size (global), hr_patch, augment, worker_count, synthetic_tasks (names from
 `jaxsr.degradations.task_names()`; non-empty = HR-only folder, LR made on device each step),
-mode ('down' | 'same', for synthetic tasks).
+mode ('down' | 'same', for synthetic tasks), cache_images.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxsr import samples
 from jaxsr.data import pipeline
-from jaxsr.data.sources import ImageFolderSource, PairedFolderSource
+from jaxsr.data.sources import ImageFolderSource, PairedFolderSource, cache_if_small
 
 
 class Subset:
@@ -76,7 +76,9 @@ def local_batch_size(global_batch: int) -> int:
 
 def train_iterator(d: ml_collections.ConfigDict, source: Any, scale: int, seed: int,
                    paired: bool = True):
-    """(loader, iterator) yielding this process's share of each global batch."""
+    """(loader, iterator) yielding this process's share of each global batch; sets of at most
+    `d.cache_images` images are decoded once and kept in memory."""
+    source = cache_if_small(source, d.cache_images)
     kwargs = dict(batch_size=local_batch_size(d.batch_size), hr_patch=d.hr_patch, seed=seed,
                   augment=d.augment, worker_count=d.worker_count)
     if paired:

@@ -4,7 +4,8 @@
 hr_subdir, shots (N few-shot pairs used for relation estimation and fine-tuning), eval_count
 (held-out target pairs evaluated; 0 = all the rest), shot_seed (which pairs are the shots:
 0 = the first N by name, otherwise a seeded random choice among the non-held-out pairs), aux_dir ('' = the shipped
-`aux_sample`), hr_patch, batch_size (per task), target_batch, worker_count.
+`aux_sample`), hr_patch, batch_size (per task), target_batch, worker_count, cache_images
+(sets with at most this many images are decoded once and kept in memory).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from jaxsr.data import pipeline
-from jaxsr.data.sources import ImageFolderSource, PairedFolderSource
+from jaxsr.data.sources import ImageFolderSource, PairedFolderSource, cache_if_small
 from jaxsr.train.data import Subset, resolve_dir
 
 
@@ -48,12 +49,15 @@ def split_target(d: ml_collections.ConfigDict, scale: int) -> TargetSplit:
     shots = sorted(order[:d.shots].tolist())
     rest = list(range(pool, n)) if d.eval_count else sorted(set(range(n)) - set(shots))
     names = list(source.names)
-    return TargetSplit(Subset(source, shots), Subset(source, rest),
+    return TargetSplit(cache_if_small(Subset(source, shots), d.cache_images),
+                       Subset(source, rest),
                        [names[i] for i in shots], [names[i] for i in rest])
 
 
-def aux_source(d: ml_collections.ConfigDict) -> ImageFolderSource:
-    return ImageFolderSource(resolve_dir(d.aux_dir, d.aux_sample))
+def aux_source(d: ml_collections.ConfigDict):
+    """The clean auxiliary HR images (kept decoded in memory when at most d.cache_images)."""
+    return cache_if_small(ImageFolderSource(resolve_dir(d.aux_dir, d.aux_sample)),
+                          d.cache_images)
 
 
 class JointIterator:
