@@ -166,5 +166,6 @@ def test_in_memory_source_equals_its_source_and_caches_only_small_sets(tmp_path)
         assert a["name"] == b["name"]
         np.testing.assert_array_equal(a["lr"], b["lr"])
         np.testing.assert_array_equal(a["hr"], b["hr"])
+    assert cached.identity_class is PairedFolderSource  # the pipeline's name for resumed state
     assert isinstance(cache_if_small(source, 3), InMemorySource)
     assert cache_if_small(source, 2) is source

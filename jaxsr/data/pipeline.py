@@ -82,7 +82,9 @@ class _KeyedSource:
         return record
 
     def __repr__(self) -> str:
-        cls = type(self._source)
+        # A caching wrapper (InMemorySource) reports the class it caches: same records, so a
+        # saved data position stays valid when caching is switched on or off.
+        cls = getattr(self._source, "identity_class", type(self._source))
         return f"{cls.__module__}.{cls.__qualname__}(len={self._len})"
 
 

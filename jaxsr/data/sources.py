@@ -188,6 +188,8 @@ class InMemorySource:
 
     def __init__(self, source: Any):
         self.records = [source[i] for i in range(len(source))]
+        # What the input pipeline names this source by (for checkpointed data positions).
+        self.identity_class = getattr(source, "identity_class", type(source))
 
     def __len__(self) -> int:
         return len(self.records)
