@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsr.checkpoint import Checkpointer, abstract_like
+from jaxsr.checkpoint import Checkpointer
 from jaxsr.config_util import load_config_file, override
 from jaxsr.train import supervised
 from jaxsr.train.loop import NonFiniteLossError

@@ -105,7 +105,7 @@ def blur_stack(img: jax.Array, kernels: jax.Array) -> jax.Array:
         raise ValueError(
             f"blur expects img (H, W, C) and square kernels (n, k, k); got {img.shape} and "
             f"{kernels.shape}. vmap over the batch for (B, H, W, C).")
-    n, k = kernels.shape[0], kernels.shape[1]
+    k = kernels.shape[1]
     if k % 2 != 1:
         raise ValueError(f"blur kernel size must be odd, got {k}.")
     # Linear convolution of the mirror-padded image by FFT: exact up to float rounding (~1e-6)

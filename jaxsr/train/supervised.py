@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 import pathlib
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

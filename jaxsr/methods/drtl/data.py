@@ -10,7 +10,6 @@ hr_subdir, shots (N few-shot pairs used for relation estimation and fine-tuning)
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any
 
 import jax
@@ -134,14 +133,6 @@ def target_lr_crops(split: TargetSplit, size: int, per_image: int, seed: int) ->
     return np.stack(crops)
 
 
-def resolve_names(names) -> list[str]:
-    return [str(n) for n in names]
-
-
 def describe(split: TargetSplit) -> str:
     return (f"{len(split.shot_names)} shot(s) {split.shot_names}, "
             f"{len(split.heldout_names)} held out {split.heldout_names}")
-
-
-def as_path(p: str) -> pathlib.Path:
-    return pathlib.Path(p).expanduser()
