@@ -40,6 +40,11 @@ _MODE = flags.DEFINE_enum("relation_mode", "embedding", ["embedding", "gradient"
                           "Relation mode of the DRTL rows.")
 _METHODS = flags.DEFINE_list(
     "methods", ["target_only", "uniform_P", "DRTL_P", "uniform_M", "DRTL_M"], "Rows to run.")
+_TABLES_ONLY = flags.DEFINE_bool("tables_only", False, "Only rewrite the table and figures from "
+                                  "OUT/results.json (and --extra_results); train nothing.")
+_EXTRA = flags.DEFINE_list("extra_results", [], "More runs to merge into the table, as "
+                           "DIR:LABEL (rows shown as 'METHOD (LABEL)'), e.g. "
+                           "runs/fewshot_nikon_gradient:gradient.")
 _OVERRIDES = flags.DEFINE_multi_string("set", [], "Config overrides key=value (e.g. "
                                        "relation.tau=0.05).")
 
@@ -98,6 +103,15 @@ def main(argv):
     mesh = mesh_lib.make_mesh()
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
+    if _TABLES_ONLY.value:
+        merged = list(results)
+        for item in _EXTRA.value:
+            folder, _, label = item.partition(":")
+            for r in json.loads((pathlib.Path(folder) / "results.json").read_text()):
+                merged.append({**r, "method": f"{r['method']} ({label})" if label else r["method"]})
+        write_table(out, merged, same_size=int(base.model.scale) == 1)
+        write_crops(out, results)
+        return
     done = {(r["seed"], r["shots"], r["method"]) for r in results}
     t_start = time.time()
     for seed in range(_SEEDS.value):
@@ -168,16 +182,18 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
     lines = [f"Data: `{_DATA.value}`; held-out pairs: {_EVAL.value} (the last by name); seeds: "
              f"{_SEEDS.value}; transfer {_T.value} + fine-tune {_F.value} steps "
              f"(target-only: {_T.value + _F.value} fine-tune steps). Mean +- std over seeds.", ""]
-    header = "| shots | method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB |"
-    lines += [header, "|---|---|---|---|---|---|"]
+    header = "| shots | method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | seeds |"
+    lines += [header, "|---|---|---|---|---|---|---|"]
     shots_list = sorted({r["shots"] for r in results})
     for shots in shots_list:
         rows = [r for r in results if r["shots"] == shots]
         base = rows[0]["baseline"]
         name = "identity" if same_size else "bicubic"
         lines.append(f"| {shots} | {name} | {base['psnr_y']:.3f} | {base['ssim_y']:.4f} | "
-                     f"{base['psnr_rgb']:.3f} | {base['ssim_rgb']:.4f} |")
-        for method in METHODS:
+                     f"{base['psnr_rgb']:.3f} | {base['ssim_rgb']:.4f} | - |")
+        methods = sorted({r["method"] for r in rows},
+                         key=lambda m: (list(METHODS).index(m.split(" ")[0]), m))
+        for method in methods:
             vals = [r["metrics"] for r in rows if r["method"] == method]
             if not vals:
                 continue
@@ -186,7 +202,7 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
                 v = np.array([x[m] for x in vals])
                 digits = 3 if m.startswith("psnr") else 4
                 cells.append(f"{v.mean():.{digits}f} +- {v.std():.{digits}f}")
-            lines.append(f"| {shots} | {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {len(vals)} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
