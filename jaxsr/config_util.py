@@ -52,15 +52,21 @@ def check_key(config: ml_collections.ConfigDict, dotted: str) -> None:
 
 
 def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
-    """`get_config(variant)` of a config file (as `--config=path:variant` would load it)."""
+    """`get_config(variant)` of a config file, as `--config=path[:variant]` gives it to
+    `jaxsr.main`. `path` may carry the variant itself ('configs/drtl.py:tiny,meta')."""
     import importlib.util
     import pathlib
-    if not pathlib.Path(path).is_file():
-        raise ConfigError(f"config file {path!r} not found (run from the repository root, or "
-                          "give its full path)")
-    spec = importlib.util.spec_from_file_location("jaxsr_user_config", path)
+    if variant is None:
+        path, _, variant = str(path).partition(":")
+    file = pathlib.Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (run from the repository root, "
+                          "or give its full path)")
+    spec = importlib.util.spec_from_file_location(f"_jaxsr_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {str(path)!r} has no get_config(variant) function")
     return module.get_config(variant or None)
 
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 from typing import Any, Callable
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxsr.checkpoint import CheckpointError, restore_params
+from jaxsr.config_util import load_config_file  # noqa: F401  (re-exported for notebooks)
 from jaxsr.model_factory import build_model
 
 
@@ -39,26 +39,6 @@ def config_from_dict(config: dict) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(_tuples(config))
     cfg.lock()
     return cfg
-
-
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """The config of a config file, as `--config=path.py[:variant]` gives it to `jaxsr.main`.
-
-    Args:
-      spec: 'configs/supervised.py' or 'configs/supervised.py:tiny,x4' (path relative to the
-        working directory, or absolute).
-    """
-    path_str, _, variant = spec.partition(":")
-    path = pathlib.Path(path_str).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"config file '{path}' not found (from {spec!r}); run from the "
-                                "repository root or pass the full path of configs/<method>.py")
-    module_spec = importlib.util.spec_from_file_location(f"_jaxsr_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise AttributeError(f"config file '{path}' has no get_config(variant) function")
-    return module.get_config(variant or None)
 
 
 def read_run_config(workdir: str | pathlib.Path, meta: dict | None = None
