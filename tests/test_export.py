@@ -21,8 +21,9 @@ from jaxsr import export as ex
 from jaxsr import predict
 from jaxsr.checkpoint import Checkpointer
 from jaxsr.imresize import imresize
-from jaxsr.model_factory import build_model, init_params
+from jaxsr.model_factory import build_model
 from jaxsr.run_config import make_forward
+from model_helpers import random_params  # noqa: E402  (tests/ is on sys.path)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = [(2, 13, 21), (1, 1, 5), (1, 24, 9)]
@@ -33,20 +34,6 @@ def _model(name, scale, kwargs, global_residual=True):
                                      "global_residual": global_residual, "kwargs": kwargs})
     model = build_model(cfg)
     return model, random_params(model, 1)
-
-
-def random_params(model, seed: int = 0, lr_patch: int = 16):
-    """Parameters of `model` drawn with numpy (shapes from `jax.eval_shape`; compiling the real
-    initialiser takes seconds per model on a busy CPU): kernels ~ N(0, 1/fan_in), vectors
-    ~ 0.05 + N(0, 0.1), so every layer (and the ReZero gain) shapes the output."""
-    shapes = jax.eval_shape(lambda k: init_params(model, k, lr_patch), jax.random.key(0))
-    rng = np.random.default_rng(seed)
-
-    def draw(s):
-        if len(s.shape) >= 2:
-            return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype)
-        return (0.05 + 0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
-    return jax.tree.map(draw, shapes)
 
 
 MODELS = {
