@@ -55,7 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.drtl.tasks = DEFAULT_TASKS          # () = all registered defaults
     c.drtl.mode = "same"                  # synthetic LR: 'same' (back on the HR grid) | 'down'
     c.drtl.aux_scale = 3                  # resolution factor of the synthetic distortions
-    c.drtl.task_map = "vmap"              # per-task gradients: 'vmap' | 'map' (less memory)
+    c.drtl.task_map = "vmap"              # per-task gradients: 'vmap' | 'map' (less memory) |
+    #                                       'unroll' (fastest on CPU; see reweight.map_over_tasks)
     c.drtl.shard = "batch"                # mesh axis for (K, B) batches: 'batch' | 'task'
 
     c.relation = ml_collections.ConfigDict()
@@ -101,7 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.meta.inner_lr = 1e-2
     c.meta.num_inner_steps = 1
     c.meta.first_order = False
-    c.meta.remat = False
+    c.meta.remat = False                  # jax.checkpoint inner steps (hessian='autodiff')
+    c.meta.hessian = "hvp"                # second-order terms: 'hvp' (explicit backward pass with
+    #                                       Hessian-vector products) | 'autodiff' (grad of scan)
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.num_steps = 200

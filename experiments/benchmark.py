@@ -52,16 +52,20 @@ aux_hr (K, b, P, P, 3) sharded over its batch axis, target_lr/hr over axis 0), r
 batches. `--batch` is per task; DRTL-M draws 2 x batch per task (support and query halves), as
 the pipeline does. Model `edsr` is the config's small EDSR (4 blocks, 32 features, global
 residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
-  P-vmap, P-map        DRTL-P step, drtl.task_map 'vmap' | 'map' (lax.map)
+  P-vmap, P-map, P-unroll
+                       DRTL-P step, drtl.task_map 'vmap' | 'map' (lax.map) | 'unroll'
+                       (K task graphs in one jitted program)
   P-loop               baseline without vmap: K jitted per-task (synthesis + value_and_grad)
                        calls, then one jitted stack + relation-weighted sum + optimizer + EMA
                        update (state donated); same numbers as the real step
-  M2-*, M1-*           DRTL-M step, second / first order (meta.first_order), each with
-                       task_map vmap | map and meta.remat off | on ('-remat'),
-                       meta.num_inner_steps = --inner_steps
+  M2-*, M2ad-*, M1-*   DRTL-M step: second order with meta.hessian 'hvp' (M2, the default:
+                       explicit backward pass with Hessian-vector products) or 'autodiff'
+                       (M2ad: grad through the scanned inner loop, meta.remat off | on
+                       '-remat'), or first order (M1, meta.first_order); each with task_map
+                       vmap | map | unroll; meta.num_inner_steps = --inner_steps
 drtl row fields (besides section, model, scale, dtype, batch (per task), patch, status):
-  variant, pipeline ('pretrain' | 'meta'), task_map ('vmap' | 'map' | 'loop'), first_order,
-  remat, inner_steps (null for DRTL-P), K, tasks, per_task_batch (images per task per step),
+  variant, pipeline ('pretrain' | 'meta'), task_map ('vmap' | 'map' | 'unroll' | 'loop'),
+  first_order, remat, hessian ('hvp' | 'autodiff'; null for DRTL-P), inner_steps (null for DRTL-P), K, tasks, per_task_batch (images per task per step),
   lr_patch, mode, aux_scale, params, executables (1, or K + 1 for the loop)
   lower_s / compile_s        summed over the executables (the loop compiles K + 1)
   step_ms, steps_per_s       mean over --steps steps after --warmup, synced at the window ends
@@ -156,8 +160,9 @@ _TASKS = flags.DEFINE_list("tasks", list(DRTL_DEFAULT_TASKS),
 _INNER_STEPS = flags.DEFINE_integer("inner_steps", 1, "drtl: MAML inner SGD steps (DRTL-M).")
 _VARIANTS = flags.DEFINE_list(
     "variants", ["all"],
-    "drtl: which step variants: 'all', groups P / M / M1 (first order) / M2 (second order), or "
-    "names P-vmap, P-map, P-loop, M2-vmap, M2-map, M2-vmap-remat, M2-map-remat, M1-vmap, ...")
+    "drtl: which step variants: 'all', groups P / M / M1 (first order) / M2 (second order) / "
+    "M2ad (second order by autodiff), or names P-vmap, P-unroll, P-loop, M2-vmap, M2-unroll, "
+    "M2ad-vmap-remat, M1-map, ...")
 _ISOLATE = flags.DEFINE_bool("isolate", False,
                              "Run every grid point in a fresh process (per-point peak memory).")
 
@@ -478,34 +483,38 @@ def supervised_section(cfg: Settings) -> list[dict[str, Any]]:
 class DrtlVariant:
     """One way of computing the DRTL transfer step.
 
-    pipeline: 'pretrain' (DRTL-P) or 'meta' (DRTL-M). task_map: 'vmap' | 'map' (config
-    drtl.task_map of the real step) or 'loop' (the Python-loop baseline, DRTL-P only).
-    first_order / remat: meta.first_order / meta.remat (None for DRTL-P).
+    pipeline: 'pretrain' (DRTL-P) or 'meta' (DRTL-M). task_map: 'vmap' | 'map' | 'unroll'
+    (config drtl.task_map of the real step) or 'loop' (the Python-loop baseline, DRTL-P only).
+    first_order / remat / hessian: meta.first_order / remat / hessian (None for DRTL-P).
     """
     name: str
     pipeline: str
     task_map: str
     first_order: bool | None = None
     remat: bool | None = None
+    hessian: str | None = None
 
 
+TASK_MAPS = ("vmap", "map", "unroll")
 DRTL_VARIANTS: tuple[DrtlVariant, ...] = (
-    *(DrtlVariant(f"P-{m}", "pretrain", m) for m in ("vmap", "map", "loop")),
-    *(DrtlVariant(f"M{1 if fo else 2}-{m}{'-remat' if r else ''}", "meta", m, fo, r)
-      for fo in (False, True) for r in (False, True) for m in ("vmap", "map")),
+    *(DrtlVariant(f"P-{m}", "pretrain", m) for m in (*TASK_MAPS, "loop")),
+    *(DrtlVariant(f"M2-{m}", "meta", m, False, False, "hvp") for m in TASK_MAPS),
+    *(DrtlVariant(f"M2ad-{m}{'-remat' if r else ''}", "meta", m, False, r, "autodiff")
+      for r in (False, True) for m in TASK_MAPS),
+    *(DrtlVariant(f"M1-{m}", "meta", m, True, False, "hvp") for m in TASK_MAPS),
 )
 
 
 def select_variants(items: tuple[str, ...]) -> tuple[DrtlVariant, ...]:
     """DRTL variants named by `--variants` items, in DRTL_VARIANTS order.
 
-    An item is a variant name ('P-loop', 'M2-map-remat'), a group ('P', 'M', 'M1' = first
-    order, 'M2' = second order) or 'all'.
+    An item is a variant name ('P-loop', 'M2ad-map-remat'), a group ('P', 'M', 'M1' = first
+    order, 'M2' = second order (hvp and autodiff), 'M2ad' = second order by autodiff) or 'all'.
     """
     names = [v.name for v in DRTL_VARIANTS]
     chosen = set()
     for item in items:
-        group = item in ("P", "M", "M1", "M2")
+        group = item in ("P", "M", "M1", "M2", "M2ad")
         hits = {n for n in names
                 if item in ("all", n) or group and n.split("-")[0].startswith(item)}
         if not hits:
@@ -529,6 +538,7 @@ def drtl_point_config(base: ml_collections.ConfigDict, p: Point, v: DrtlVariant,
     if v.pipeline == "meta":
         config.meta.first_order = bool(v.first_order)
         config.meta.remat = bool(v.remat)
+        config.meta.hessian = v.hessian
         config.meta.num_inner_steps = cfg.inner_steps
     config.data.batch_size = p.batch
     config.data.hr_patch = p.patch
@@ -704,7 +714,7 @@ def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collectio
 
 def variant_fields(v: DrtlVariant, cfg: Settings) -> dict[str, Any]:
     return {"variant": v.name, "pipeline": v.pipeline, "task_map": v.task_map,
-            "first_order": v.first_order, "remat": v.remat,
+            "first_order": v.first_order, "remat": v.remat, "hessian": v.hessian,
             "inner_steps": cfg.inner_steps if v.pipeline == "meta" else None}
 
 

@@ -133,7 +133,7 @@ def test_patch_not_divisible_is_an_error_row():
 
 DRTL_KEYS = {
     "section", "model", "scale", "dtype", "batch", "patch", "status", "variant", "pipeline",
-    "task_map", "first_order", "remat", "inner_steps", "K", "tasks", "per_task_batch",
+    "task_map", "first_order", "remat", "hessian", "inner_steps", "K", "tasks", "per_task_batch",
     "lr_patch", "mode", "aux_scale", "params", "executables", "lower_s", "compile_s", "step_ms",
     "steps_per_s", "tasks_per_s", "images_per_s", "loss", "train_gflops_per_step",
     "train_temp_bytes", "train_argument_bytes", "peak_bytes_in_use", "max_rss_bytes",
@@ -162,6 +162,8 @@ def _check_drtl_rows(rows, names, k, batch=2, inner_steps=1):
         assert r["task_map"] == r["variant"].split("-")[1]
         assert r["first_order"] == (r["variant"].startswith("M1") if meta else None)
         assert r["remat"] == (r["variant"].endswith("-remat") if meta else None)
+        assert r["hessian"] == (("autodiff" if r["variant"].startswith("M2ad") else "hvp")
+                                if meta else None)
         assert r["inner_steps"] == (inner_steps if meta else None)
         # DRTL-M draws support and query halves of `batch` each per task.
         assert r["per_task_batch"] == batch * (2 if meta else 1)
@@ -198,11 +200,11 @@ def test_drtl_section_in_process():
 def test_drtl_section_every_variant():
     bench = _load()
     names = [v.name for v in bench.DRTL_VARIANTS]
-    assert len(names) == 3 + 2 * 2 * 2
+    assert len(names) == 4 + 3 + 3 * 2 + 3
     rows = bench.drtl_section(_drtl_settings(bench, ("all",)))
     _check_drtl_rows(rows, names, k=2)
-    _same_loss(rows, "P-")    # vmap, lax.map and the Python loop
-    _same_loss(rows, "M2-")   # remat and lax.map do not change the meta-gradient
+    _same_loss(rows, "P-")    # vmap, lax.map, unroll and the Python loop
+    _same_loss(rows, "M2")    # hvp vs autodiff, remat, lax.map, unroll: the same meta-gradient
     _same_loss(rows, "M1-")
 
 
@@ -228,13 +230,16 @@ def test_drtl_cli_flags_and_error_rows(tmp_path):
 def test_drtl_select_variants():
     bench = _load()
     names = lambda items: [v.name for v in bench.select_variants(items)]  # noqa: E731
-    assert names(("P",)) == ["P-vmap", "P-map", "P-loop"]
-    assert names(("M1",)) == ["M1-vmap", "M1-map", "M1-vmap-remat", "M1-map-remat"]
-    assert len(names(("M",))) == 8 and len(names(("all",))) == 11
-    assert names(("M2-map-remat", "P-loop")) == ["P-loop", "M2-map-remat"]   # canonical order
+    assert names(("P",)) == ["P-vmap", "P-map", "P-unroll", "P-loop"]
+    assert names(("M1",)) == ["M1-vmap", "M1-map", "M1-unroll"]
+    assert names(("M2ad",)) == ["M2ad-vmap", "M2ad-map", "M2ad-unroll", "M2ad-vmap-remat",
+                                "M2ad-map-remat", "M2ad-unroll-remat"]
+    assert len(names(("M2",))) == 9
+    assert len(names(("M",))) == 12 and len(names(("all",))) == 16
+    assert names(("M2ad-map-remat", "P-loop")) == ["P-loop", "M2ad-map-remat"]   # canonical order
     with pytest.raises(ValueError, match="P-vmap"):
         bench.select_variants(("P-pmap",))
     cfg = bench.Settings(section="drtl", models=("edsr",), scales=(2,), dtypes=("float32",),
                          batches=(2,), patches=(16,), variants=("P",))
     units = bench.isolation_units(cfg)
-    assert [v for _, v in units] == ["P-vmap", "P-map", "P-loop"]
+    assert [v for _, v in units] == ["P-vmap", "P-map", "P-unroll", "P-loop"]

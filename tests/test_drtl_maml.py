@@ -128,11 +128,12 @@ def test_second_order_meta_grad_matches_finite_differences_float64(x64):
     assert rel.max() < 1e-6
 
 
-def test_first_order_differs_from_second_and_equals_grad_at_adapted_params(x64):
+@pytest.mark.parametrize("hessian", ["hvp", "autodiff"])
+def test_first_order_differs_from_second_and_equals_grad_at_adapted_params(x64, hessian):
     g_so, _ = x64["so"]
     sup, qry, loss_fn = x64["sup"], x64["qry"], x64["loss_fn"]
     with jax.enable_x64(True):
-        g_fo, l_fo = _variant(x64, first_order=True)
+        g_fo, l_fo = _variant(x64, first_order=True, hessian=hessian)
 
         @jax.jit
         def grad_at_adapted(p, k):
@@ -191,9 +192,14 @@ def test_vmap_equals_python_loop_over_tasks(x64):
         assert _tree_rel_diff(_task(g_vmap, k), gk) < 1e-10
 
 
-@pytest.mark.parametrize("option", [{"task_map": "map"}, {"remat": True}],
-                         ids=["lax_map", "remat"])
-def test_lax_map_and_remat_equal_vmap(x64, option):
+@pytest.mark.parametrize(
+    "option", [{"task_map": "map"}, {"task_map": "unroll"}, {"hessian": "autodiff"},
+               {"hessian": "autodiff", "remat": True}, {"hessian": "autodiff", "task_map": "map"},
+               {"hessian": "autodiff", "task_map": "unroll"}],
+    ids=["lax_map", "unroll", "autodiff", "autodiff_remat", "autodiff_lax_map", "autodiff_unroll"])
+def test_task_maps_and_hessian_modes_equal_vmap_hvp(x64, option):
+    """The fixture's meta-gradients (vmap, hessian='hvp') against every other way to compute them:
+    'autodiff' differentiates through the lax.scan inner loop, an independent computation."""
     g_vmap, l_vmap = x64["so"]
     with jax.enable_x64(True):
         g, l = _variant(x64, **option)
@@ -237,3 +243,5 @@ def test_meta_config_errors_and_defaults():
     assert maml.meta_config({"num_inner_steps": 2}).num_inner_steps == 2
     with pytest.raises(ValueError, match="task_map='pmap'"):
         maml.meta_config({"task_map": "pmap"})
+    with pytest.raises(ValueError, match="hessian='exact'"):
+        maml.meta_config({"hessian": "exact"})

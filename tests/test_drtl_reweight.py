@@ -119,7 +119,7 @@ def _quad_setup(seed=0):
     return params, batches
 
 
-@pytest.mark.parametrize("task_map", ["vmap", "map"])
+@pytest.mark.parametrize("task_map", ["vmap", "map", "unroll"])
 def test_per_task_grads_equal_python_loop(task_map):
     params, batches = _quad_setup()
     grads, losses = jax.jit(lambda p, b: rw.per_task_grads(_quad_loss, p, b, task_map=task_map))(

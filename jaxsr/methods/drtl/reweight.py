@@ -125,6 +125,38 @@ def relation_weights(mode: str, *, num_tasks: int, tau: float = 0.1,
 
 
 # --------------------------------------------------------------------------- per-task grads
+TASK_MAPS = ("vmap", "map", "unroll")
+
+
+def map_over_tasks(fn: Callable[..., PyTree], *task_args: PyTree,
+                   task_map: str = "vmap") -> PyTree:
+    """`fn` applied to each task's slice of `task_args`; outputs stacked on a leading K axis.
+
+    Args:
+      fn: `fn(*one_task_args) -> pytree` for one task (no task axis).
+      task_args: pytrees whose leaves have a leading task axis K.
+      task_map: how the K tasks run inside the traced step:
+        'vmap': one batched computation (the default; best on GPU/TPU);
+        'map': `jax.lax.map`, one task at a time (lowest memory);
+        'unroll': K copies of the task graph in the same jitted program (compile time grows
+          with K). Fastest on XLA:CPU, whose batched-kernel convolutions (vmap over per-task
+          weights) and convolutions inside loops (lax.map) are several times slower; see
+          experiments/RESULTS.md.
+    Returns:
+      pytree of `fn`'s outputs, every leaf with a leading K axis.
+    """
+    if task_map == "vmap":
+        return jax.vmap(fn)(*task_args)
+    if task_map == "map":
+        return jax.lax.map(lambda args: fn(*args), task_args)
+    if task_map == "unroll":
+        num_tasks = jax.tree_util.tree_leaves(task_args)[0].shape[0]
+        outs = [fn(*jax.tree_util.tree_map(lambda x, k=k: x[k], task_args))
+                for k in range(num_tasks)]
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+    raise ValueError(f"task_map={task_map!r} is unknown; use one of {', '.join(TASK_MAPS)}.")
+
+
 def per_task_grads(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
                    task_batches: PyTree, *, task_map: str = "vmap") -> tuple[PyTree, jax.Array]:
     """Gradients of `loss_fn` for K tasks at the same `params`.
@@ -133,18 +165,12 @@ def per_task_grads(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTre
       loss_fn: `loss_fn(params, batch) -> scalar`.
       params: one parameter pytree.
       task_batches: pytree whose leaves have a leading task axis K (batch of task k = leaf[k]).
-      task_map: 'vmap' (all tasks at once) or 'map' (`jax.lax.map`, one task at a time, less
-        memory).
+      task_map: 'vmap' | 'map' | 'unroll' (see `map_over_tasks`).
     Returns:
       `(grads, losses)`: grads stacked (every leaf `(K, *param_shape)`), losses `(K,)`.
     """
     vg = jax.value_and_grad(loss_fn)
-    if task_map == "vmap":
-        losses, grads = jax.vmap(vg, in_axes=(None, 0))(params, task_batches)
-    elif task_map == "map":
-        losses, grads = jax.lax.map(lambda b: vg(params, b), task_batches)
-    else:
-        raise ValueError(f"task_map={task_map!r} is unknown; use 'vmap' or 'map'.")
+    losses, grads = map_over_tasks(lambda b: vg(params, b), task_batches, task_map=task_map)
     return grads, losses
 
 

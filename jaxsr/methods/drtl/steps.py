@@ -4,8 +4,8 @@ Both transfer steps take the joint batch of `data.JointIterator`:
   aux_hr (K, B, P, P, 3) uint8: clean crops, one batch per auxiliary task;
   target_lr / target_hr (Bt, ...) uint8: few-shot target crops (used by the 'gradient' mode).
 On device each step synthesizes the K task batches (`synthesize_tasks`), gets the K per-task
-gradients (DRTL-P: one `vmap` of `grad`; DRTL-M: MAML meta-gradients, `vmap` or `lax.map` over
-tasks) and hands the stacked gradients to the optimizer, whose first transform is
+gradients (DRTL-P: one `vmap` of `grad`; DRTL-M: MAML meta-gradients; `drtl.task_map` switches
+to `lax.map` or a trace-time unroll over tasks) and hands the stacked gradients to the optimizer, whose first transform is
 `relation_weighted_sum`: the relation weights live in the optimizer state.
 """
 from __future__ import annotations
@@ -109,6 +109,6 @@ def make_meta_step(model, optimizer: optax.GradientTransformation,
         grads, losses = meta_grads(loss_fn, state.params, supports, queries,
                                    inner_lr=mc.inner_lr, num_inner_steps=mc.num_inner_steps,
                                    first_order=mc.first_order, remat=mc.remat,
-                                   task_map=config.drtl.task_map)
+                                   task_map=config.drtl.task_map, hessian=mc.hessian)
         return _weighted_update(state, grads, losses, batch, loss_fn, optimizer, config)
     return step
