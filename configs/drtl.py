@@ -64,6 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.relation.tau = 0.1                  # softmax temperature of the relation weights
     c.relation.clip_negative = False      # zero weight for tasks with cos <= 0
     c.relation.refresh_every = 25         # gradient mode: steps between weight refreshes
+    c.relation.smoothing = 0.0            # gradient mode: EMA factor of the weights across
+    #                                       refreshes (0 = use each refresh's weights as they are)
     c.relation.embed_dim = 64
     c.relation.widths = (32, 64, 128)
     c.relation.input_mode = "both"        # DRN input: 'raw' | 'normalize' | 'highpass' | 'both'

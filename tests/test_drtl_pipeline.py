@@ -109,3 +109,33 @@ def test_gradient_mode_refreshes_weights_from_gradient_cosines():
     w = np.asarray(get_weights(new_state.opt_state))
     assert np.isclose(w.sum(), 1.0) and not np.allclose(w, np.asarray(w0))
     np.testing.assert_allclose(metrics["weight"], w, rtol=1e-6)  # used in the same step
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.75])
+def test_gradient_mode_weights_equal_hand_computed_cosine_softmax(smoothing):
+    """Refresh = softmax(cos(g_k, g_T) / tau) from a per-task Python loop and numpy, blended with
+    the previous weights by `relation.smoothing`."""
+    config, model, optimizer, state, batch, w0 = _setup(mode="gradient")
+    config.unlock()
+    config.relation.smoothing = smoothing
+    config.relation.tau = 0.2
+    config.lock()
+    step = jax.jit(drtl_steps.make_pretrain_step(model, optimizer, config, TASKS))
+    new_state, metrics = step(state, batch)
+    hr = jnp.asarray(batch["aux_hr"], jnp.float32) / 255.0
+    lr = synthesize_tasks(TASKS, step_key(state), hr, config.drtl.aux_scale, config.drtl.mode)
+
+    def flat_grad(x, y):
+        g = jax.grad(lambda p: pixel_loss(model.apply({"params": p}, x), y, "charbonnier"))(
+            state.params)
+        return np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(g)])
+
+    g_target = flat_grad(jnp.asarray(batch["target_lr"], jnp.float32) / 255.0,
+                         jnp.asarray(batch["target_hr"], jnp.float32) / 255.0)
+    cos = np.array([g @ g_target / np.linalg.norm(g) / np.linalg.norm(g_target)
+                    for g in (flat_grad(lr[k], hr[k]) for k in range(3))])
+    fresh = np.exp(cos / 0.2) / np.exp(cos / 0.2).sum()
+    expected = smoothing * np.asarray(w0) + (1 - smoothing) * fresh
+    w = np.asarray(get_weights(new_state.opt_state))
+    np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics["weight"], w, rtol=1e-6)

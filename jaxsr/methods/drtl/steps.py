@@ -56,11 +56,18 @@ def split_support_query(batches: dict) -> tuple[dict, dict]:
 
 def _refresh_gradient_weights(state: TrainState, grads, loss_fn: LossFn, batch: dict,
                               rc: ml_collections.ConfigDict):
-    """Every `relation.refresh_every` steps: w = softmax(cos(g_k, g_T) / tau) into opt_state."""
+    """Every `relation.refresh_every` steps: w = softmax(cos(g_k, g_T) / tau) into opt_state.
+
+    With `relation.smoothing` = beta > 0 the stored weights become an exponential moving average
+    across refreshes, `beta * w_previous + (1 - beta) * w`: cosines of small-batch gradients are
+    noisy, and a small tau turns that noise into near one-hot jumps."""
     def refresh(opt_state):
         target = {"lr": to_float(batch["target_lr"]), "hr": to_float(batch["target_hr"])}
         g_target = jax.grad(loss_fn)(state.params, target)
         w = gradient_weights(grads, g_target, rc.tau, clip_negative=rc.clip_negative)
+        beta = rc.get("smoothing", 0.0)
+        if beta:
+            w = beta * get_weights(opt_state) + (1.0 - beta) * w
         return set_weights(opt_state, w)
     return jax.lax.cond(state.step % rc.refresh_every == 0, refresh, lambda s: s,
                         state.opt_state)
