@@ -104,13 +104,14 @@ def main(argv):
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     if _TABLES_ONLY.value:
-        merged = list(results)
+        merged = [{**r, "run_root": str(out)} for r in results]
         for item in _EXTRA.value:
             folder, _, label = item.partition(":")
             for r in json.loads((pathlib.Path(folder) / "results.json").read_text()):
-                merged.append({**r, "method": f"{r['method']} ({label})" if label else r["method"]})
+                merged.append({**r, "run_root": folder,
+                               "method": f"{r['method']} ({label})" if label else r["method"]})
         write_table(out, merged, same_size=int(base.model.scale) == 1)
-        write_crops(out, results)
+        write_crops(out, merged)
         return
     done = {(r["seed"], r["shots"], r["method"]) for r in results}
     t_start = time.time()
@@ -208,7 +209,9 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
 
 
 def write_crops(out: pathlib.Path, results: list[dict]) -> None:
-    """A labelled figure of one held-out crop: LR, each method (seed 0), HR, per shot count."""
+    """A labelled figure of one held-out crop: LR, each method (seed 0), HR, per shot count.
+
+    Rows merged from other folders carry `run_root` (where their seed0/ outputs are)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -223,7 +226,8 @@ def write_crops(out: pathlib.Path, results: list[dict]) -> None:
         hr = read_image(next((pathlib.Path(_DATA.value) / "hr").glob(f"{name}.*")))
         panels = [("LR", lr)]
         for r in rows:
-            path = out / "seed0" / f"shots{shots}" / r["method"] / "sample_output.npy"
+            root = pathlib.Path(r.get("run_root", out))
+            path = root / "seed0" / f"shots{shots}" / r["method"].split(" ")[0] / "sample_output.npy"
             if path.exists():
                 panels.append((f"{r['method']} {r['metrics']['psnr_y']:.2f} dB", np.load(path)))
         panels.append(("HR", hr))
