@@ -204,8 +204,34 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
                 digits = 3 if m.startswith("psnr") else 4
                 cells.append(f"{v.mean():.{digits}f} +- {v.std():.{digits}f}")
             lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {len(vals)} |")
+    lines += paired_gains(results)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def paired_gains(results: list[dict]) -> list[str]:
+    """Markdown lines: PSNR-Y of each relation-guided row minus its uniform counterpart, paired by
+    (seed, shots) (same shots, initialisation and data order), and the mean gain per pipeline."""
+    import numpy as np
+    by_key = {(r["seed"], r["shots"], r["method"]): r["metrics"]["psnr_y"] for r in results}
+    lines = []
+    for ours, theirs in (("DRTL_P", "uniform_P"), ("DRTL_M", "uniform_M"),
+                         ("DRTL_P (gradient)", "uniform_P")):
+        pairs = sorted((seed, shots) for seed, shots, m in by_key if m == ours
+                       and (seed, shots, theirs) in by_key)
+        if not pairs:
+            continue
+        lines += ["", f"{ours} vs {theirs}, PSNR-Y paired by seed and shots:", "",
+                  f"| seed | shots | {theirs} | {ours} | gain |", "|---|---|---|---|---|"]
+        gains = []
+        for seed, shots in pairs:
+            a, b = by_key[(seed, shots, theirs)], by_key[(seed, shots, ours)]
+            gains.append(b - a)
+            lines.append(f"| {seed} | {shots} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+        g = np.array(gains)
+        lines.append(f"| mean | | | | {g.mean():+.3f} +- {g.std():.3f} ({np.sum(g > 0)}/{len(g)} "
+                     "positive) |")
+    return lines
 
 
 def write_crops(out: pathlib.Path, results: list[dict]) -> None:

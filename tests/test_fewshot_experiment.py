@@ -91,3 +91,8 @@ def test_table_figures_resume_and_merge(run, tmp_path):
     _run(out, "--tables_only", f"--extra_results={other}:relabelled")
     merged = (out / "results.md").read_text()
     assert "| 1 | DRTL_P (relabelled) | 99.000 +- 0.000 |" in merged
+    # Paired gains: relation-guided row minus its uniform counterpart, same seed and shots.
+    psnr = {r["method"]: r["metrics"]["psnr_y"] for r in rows}
+    for ours, theirs in (("DRTL_P", "uniform_P"), ("DRTL_M", "uniform_M")):
+        gain = psnr[ours] - psnr[theirs]
+        assert (f"| 0 | 1 | {psnr[theirs]:.3f} | {psnr[ours]:.3f} | {gain:+.3f} |") in merged
