@@ -65,8 +65,8 @@ residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
                        vmap | map | unroll; meta.num_inner_steps = --inner_steps
 drtl row fields (besides section, model, scale, dtype, batch (per task), patch, status):
   variant, pipeline ('pretrain' | 'meta'), task_map ('vmap' | 'map' | 'unroll' | 'loop'),
-  first_order, remat, hessian ('hvp' | 'autodiff'; null for DRTL-P), inner_steps (null for DRTL-P), K, tasks, per_task_batch (images per task per step),
-  lr_patch, mode, aux_scale, params, executables (1, or K + 1 for the loop)
+  first_order, remat, hessian ('hvp' | 'autodiff'; null for DRTL-P), inner_steps (null for
+  DRTL-P), K, tasks, per_task_batch (images per task per step), lr_patch, mode, aux_scale, params, executables (1, or K + 1 for the loop)
   lower_s / compile_s        summed over the executables (the loop compiles K + 1)
   step_ms, steps_per_s       mean over --steps steps after --warmup, synced at the window ends
   tasks_per_s                K * steps_per_s
@@ -121,8 +121,8 @@ import ml_collections  # noqa: E402
 from jaxsr import models  # noqa: E402
 from jaxsr.degradations import get_task, synthesize  # noqa: E402
 from jaxsr.methods.drtl import steps as drtl_steps  # noqa: E402
-from jaxsr.methods.drtl.reweight import (get_weights, relation_weighted_sum,  # noqa: E402
-                                         uniform_weights, weighted_sum)
+from jaxsr.methods.drtl.reweight import (TASK_MAPS, get_weights,  # noqa: E402
+                                         relation_weighted_sum, uniform_weights, weighted_sum)
 from jaxsr.model_factory import build_model, init_params  # noqa: E402
 from jaxsr.train import mesh as mesh_lib  # noqa: E402
 from jaxsr.train import supervised  # noqa: E402
@@ -495,7 +495,6 @@ class DrtlVariant:
     hessian: str | None = None
 
 
-TASK_MAPS = ("vmap", "map", "unroll")
 DRTL_VARIANTS: tuple[DrtlVariant, ...] = (
     *(DrtlVariant(f"P-{m}", "pretrain", m) for m in (*TASK_MAPS, "loop")),
     *(DrtlVariant(f"M2-{m}", "meta", m, False, False, "hvp") for m in TASK_MAPS),

@@ -62,6 +62,7 @@ def main(argv):
              "|---|---|---|---|---|---|"]
     for folder in map(pathlib.Path, _OUTS.value):
         rows = json.loads((folder / "results.json").read_text())
+        rows_out = []
         for row in rows:
             where = transfer_dir(folder, row)
             if where is None:
@@ -73,16 +74,12 @@ def main(argv):
                     overlap=ev.overlap, batch_tiles=ev.batch_tiles)
                 cache[str(where)] = {k: float(v) for k, v in mean.items()}
             before = cache[str(where)]
-            row_out = {"seed": row["seed"], "shots": row["shots"], "method": row["method"],
-                       "before": before, "after": row["metrics"]}
+            rows_out.append({"seed": row["seed"], "shots": row["shots"], "method": row["method"],
+                             "before": before, "after": row["metrics"]})
             lines.append(f"| {row['seed']} | {row['shots']} | {row['method']} | "
                          f"{before['psnr_y']:.3f} | {before['ssim_y']:.4f} | "
                          f"{row['metrics']['psnr_y']:.3f} |")
-            rows_out = json.loads((folder / "pre_finetune.json").read_text()) \
-                if (folder / "pre_finetune.json").exists() else []
-            rows_out = [r for r in rows_out if (r["seed"], r["shots"], r["method"]) !=
-                        (row["seed"], row["shots"], row["method"])] + [row_out]
-            (folder / "pre_finetune.json").write_text(json.dumps(rows_out, indent=2))
+        (folder / "pre_finetune.json").write_text(json.dumps(rows_out, indent=2))
     base, _, _ = eval_lib.evaluate_pairs(None, pairs, scale)
     print(f"identity/bicubic PSNR-Y {base['psnr_y']:.3f}, SSIM-Y {base['ssim_y']:.4f}")
     print("\n".join(lines))

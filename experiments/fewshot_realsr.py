@@ -163,7 +163,8 @@ def main(argv):
                 row = {"seed": seed, "shots": shots, "method": method, "metrics": mean,
                        "baseline": baseline, "shot_names": split.shot_names,
                        "heldout": split.heldout_names, "per_image": per_image,
-                       "weights": None if weights is None else dict(zip(names, map(float, weights))),
+                       "weights": None if weights is None else
+                       dict(zip(names, map(float, weights))),
                        "final_weights": None if final_w is None else
                        dict(zip(names, map(float, final_w))),
                        "elapsed_s": round(time.time() - t_start, 1)}
@@ -253,7 +254,8 @@ def write_crops(out: pathlib.Path, results: list[dict]) -> None:
         panels = [("LR", lr)]
         for r in rows:
             root = pathlib.Path(r.get("run_root", out))
-            path = root / "seed0" / f"shots{shots}" / r["method"].split(" ")[0] / "sample_output.npy"
+            method_dir = root / "seed0" / f"shots{shots}" / r["method"].split(" ")[0]
+            path = method_dir / "sample_output.npy"
             if path.exists():
                 panels.append((f"{r['method']} {r['metrics']['psnr_y']:.2f} dB", np.load(path)))
         panels.append(("HR", hr))

@@ -81,7 +81,8 @@ def test_table_figures_resume_and_merge(run, tmp_path):
     # Resume: every row is done, so nothing is trained and results.json is unchanged.
     again = _run(out)
     assert "DRTL-P" in first.stderr and "DRTL-M" in first.stderr   # progress bars of training
-    assert "DRTL-P" not in again.stderr and "DRTL-M" not in again.stderr and json.loads((out / "results.json").read_text()) == rows
+    assert "DRTL-P" not in again.stderr and "DRTL-M" not in again.stderr
+    assert json.loads((out / "results.json").read_text()) == rows
     # Merge: a second folder's rows join the table under a label.
     other = tmp_path / "other"
     other.mkdir()
@@ -96,3 +97,18 @@ def test_table_figures_resume_and_merge(run, tmp_path):
     for ours, theirs in (("DRTL_P", "uniform_P"), ("DRTL_M", "uniform_M")):
         gain = psnr[ours] - psnr[theirs]
         assert (f"| 0 | 1 | {psnr[theirs]:.3f} | {psnr[ours]:.3f} | {gain:+.3f} |") in merged
+
+
+def test_pre_finetune_evaluates_each_transfer_checkpoint(run):
+    out, _, rows = run
+    cmd = [sys.executable, str(REPO / "experiments" / "fewshot_pre_finetune.py"),
+           f"--data_dir={DATA}", "--variant=tiny", "--eval_count=2", f"--out_dir={out}"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    pre = json.loads((out / "pre_finetune.json").read_text())
+    assert [r["method"] for r in pre] == METHODS[1:]        # every row with a transfer phase
+    after = {r["method"]: r["metrics"] for r in rows}
+    for r in pre:
+        assert r["after"] == after[r["method"]]
+        assert np.isfinite(r["before"]["psnr_y"]) and 0 < r["before"]["ssim_y"] <= 1

@@ -5,8 +5,8 @@ Both transfer steps take the joint batch of `data.JointIterator`:
   target_lr / target_hr (Bt, ...) uint8: few-shot target crops (used by the 'gradient' mode).
 On device each step synthesizes the K task batches (`synthesize_tasks`), gets the K per-task
 gradients (DRTL-P: one `vmap` of `grad`; DRTL-M: MAML meta-gradients; `drtl.task_map` switches
-to `lax.map` or a trace-time unroll over tasks) and hands the stacked gradients to the optimizer, whose first transform is
-`relation_weighted_sum`: the relation weights live in the optimizer state.
+to `lax.map` or a trace-time unroll over tasks) and hands the stacked gradients to the optimizer,
+whose first transform is `relation_weighted_sum`: the relation weights live in the optimizer state.
 """
 from __future__ import annotations
 
