@@ -139,3 +139,58 @@ def test_gradient_mode_weights_equal_hand_computed_cosine_softmax(smoothing):
     w = np.asarray(get_weights(new_state.opt_state))
     np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(metrics["weight"], w, rtol=1e-6)
+
+
+def _transfer_inputs(config, tmp_path):
+    from jaxsr.methods.drtl import data as drtl_data
+    from jaxsr.train import mesh as mesh_lib
+    from jaxsr.train.writer import MetricWriter
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(config.seed), config.data.hr_patch)
+    split = drtl_data.split_target(config.data, 1)
+    weights = np.array([0.4, 0.3, 0.2, 0.1], np.float32)
+    return model, params, split, weights, mesh_lib.make_mesh(), MetricWriter(tmp_path)
+
+
+def test_meta_warm_start_is_pretraining_then_maml_from_its_result(tmp_path):
+    """DRTL-M with meta.pretrain_fraction=0.5 over 6 steps = 3 DRTL-P steps, then 3 MAML steps
+    from the pre-trained parameters (reference: the two phases run by hand, cold)."""
+    config = drtl_config("tiny,meta", **{"transfer.num_steps": 6, "meta.pretrain_fraction": 0.5,
+                                        "train.checkpoint_every": 3})
+    model, params, split, w, mesh, writer = _transfer_inputs(config, tmp_path)
+    names = list(config.drtl.tasks)
+    fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731 (the step donates its state)
+    warm_params, _ = drtl_train.transfer_phase(config, tmp_path / "warm", model, fresh(params),
+                                               names, w, split, mesh, writer)
+    assert (tmp_path / "warm" / "transfer_warmstart" / "checkpoints" / "3").is_dir()
+    assert (tmp_path / "warm" / "transfer" / "checkpoints" / "3").is_dir()
+    assert drtl_train.warm_start_steps(config) == 3
+    # Reference: DRTL-P for 3 steps, then DRTL-M for 3 steps (seed + 2) from its parameters.
+    ref = {"transfer.num_steps": 3, "train.checkpoint_every": 3}
+    p_config = drtl_config("tiny,pretrain", **ref)
+    pre, _ = drtl_train.transfer_phase(p_config, tmp_path / "p", model, fresh(params), names, w,
+                                       split, mesh, writer)
+    m_config = drtl_config("tiny,meta", **ref, seed=config.seed + 2)
+    expected, _ = drtl_train.transfer_phase(m_config, tmp_path / "m", model, pre, names, w,
+                                            split, mesh, writer)
+    cold, _ = drtl_train.transfer_phase(m_config, tmp_path / "cold", model, fresh(params), names,
+                                        w, split, mesh, writer)
+    for a, b, c in zip(*map(jax.tree.leaves, (warm_params, expected, cold))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert max(float(jnp.max(jnp.abs(a - c)))
+               for a, c in zip(*map(jax.tree.leaves, (warm_params, cold)))) > 1e-4
+    # Resuming a finished warm-started transfer trains nothing and returns the same parameters.
+    again, _ = drtl_train.transfer_phase(config, tmp_path / "warm", model, fresh(params), names,
+                                         w, split, mesh, writer)
+    for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(warm_params)):
+        np.testing.assert_array_equal(a, b)
+    writer.close()
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("transfer_warmstart/train/loss" in r for r in rows)
+
+
+def test_warm_start_fraction_is_checked():
+    assert drtl_train.warm_start_steps(drtl_config("tiny,pretrain",
+                                                   **{"meta.pretrain_fraction": 0.5})) == 0
+    with pytest.raises(ValueError, match="meta.pretrain_fraction=1.0"):
+        drtl_train.warm_start_steps(drtl_config("tiny,meta", **{"meta.pretrain_fraction": 1.0}))

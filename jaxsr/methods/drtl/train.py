@@ -5,7 +5,7 @@ Phases (each resumable; re-running the same command continues where it stopped):
      distortions, embed the few-shot target LR crops, write `relation_graph.json/.png`, and set
      the relation weights (`relation.mode`: embedding | gradient | uniform).
   2. transfer (`drtl.pipeline`): 'pretrain' (DRTL-P), 'meta' (DRTL-M) or 'none' (target-only);
-     checkpoints under `transfer/`.
+     checkpoints under `transfer/` (DRTL-M's warm-start pre-training: `transfer_warmstart/`).
   3. finetune on the N target pairs; checkpoints under `finetune/`.
   4. evaluate the held-out target pairs at full size (tiled): identity/bicubic, after transfer,
      after fine-tuning; `summary.json` and a printed table.
@@ -160,38 +160,68 @@ def _resume(checkpointer: Checkpointer, state, iterator, name: str, num_steps: i
     return state
 
 
+def warm_start_steps(config) -> int:
+    """DRTL-M warm start: relation-weighted pre-training steps run before MAML, counted inside
+    `transfer.num_steps` (round(meta.pretrain_fraction * num_steps); 0 for DRTL-P/none)."""
+    if config.drtl.pipeline != "meta":
+        return 0
+    fraction = float(config.meta.get("pretrain_fraction", 0.0))
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"config.meta.pretrain_fraction={fraction}; use 0 <= f < 1 (0 = MAML "
+                         "from the initialisation, 0.5 = half the transfer steps pre-training)")
+    return int(round(fraction * config.transfer.num_steps))
+
+
 def transfer_phase(config, workdir, model, params, names, weights, split, mesh, writer):
-    """DRTL-P or DRTL-M from `params`; returns (transferred parameters, final weights (K,))."""
+    """DRTL-P or DRTL-M from `params`; returns (transferred parameters, final weights (K,)).
+
+    DRTL-M with `meta.pretrain_fraction` > 0 first pre-trains (relation-weighted, checkpoints
+    under `transfer_warmstart/`) and meta-learns from there for the remaining steps: MZSR's
+    meta-transfer learning, which keeps MAML from settling at the identity mapping."""
+    warm = warm_start_steps(config)
+    total = config.transfer.num_steps
+    if warm:
+        params, weights = _transfer(config, workdir, model, params, names, weights, split, mesh,
+                                    writer, pipeline="pretrain", num_steps=warm,
+                                    name="transfer_warmstart", seed=config.seed)
+    # A warm-started MAML phase draws fresh data and step keys (not the warm-up's again).
+    return _transfer(config, workdir, model, params, names, weights, split, mesh, writer,
+                     pipeline=config.drtl.pipeline, num_steps=total - warm, name="transfer",
+                     seed=config.seed + (2 if warm else 0))
+
+
+def _transfer(config, workdir, model, params, names, weights, split, mesh, writer, *,
+              pipeline: str, num_steps: int, name: str, seed: int):
+    """`num_steps` relation-weighted steps of `pipeline` ('pretrain' | 'meta'), checkpointed
+    under `workdir/name`; returns (parameters, final weights (K,))."""
     tc, K = config.transfer, len(names)
-    base, _ = make_optimizer(tc.optim, tc.num_steps)
+    base, _ = make_optimizer(tc.optim, num_steps)
     optimizer = optax.with_extra_args_support(
         optax.chain(relation_weighted_sum(weights=weights), base))
-    state = jax.device_put(create_state(params, optimizer, config.seed),
-                           mesh_lib.replicated(mesh))
+    state = jax.device_put(create_state(params, optimizer, seed), mesh_lib.replicated(mesh))
     shardings = _batch_shardings(mesh, config.drtl.shard)
     mesh_lib.check_batch_size(config.data.batch_size if config.drtl.shard == "batch" else K,
                               mesh, "config.data.batch_size (or K with drtl.shard='task')")
-    per_task = config.data.batch_size * (2 if config.drtl.pipeline == "meta" else 1)
-    batches = drtl_data.joint_iterator(config.data, split, K, per_task, config.model.scale,
-                                       config.seed)
-    ckpt = Checkpointer(workdir / "transfer", keep=config.train.keep_checkpoints, best_metric=None)
-    state = _resume(ckpt, state, batches, "transfer", tc.num_steps)
-    build = (drtl_steps.make_meta_step if config.drtl.pipeline == "meta"
-             else drtl_steps.make_pretrain_step)
+    per_task = config.data.batch_size * (2 if pipeline == "meta" else 1)
+    batches = drtl_data.joint_iterator(config.data, split, K, per_task, config.model.scale, seed)
+    ckpt = Checkpointer(workdir / name, keep=config.train.keep_checkpoints, best_metric=None)
+    state = _resume(ckpt, state, batches, name, num_steps)
+    build = drtl_steps.make_meta_step if pipeline == "meta" else drtl_steps.make_pretrain_step
     step = compile_step(build(model, optimizer, config, names), mesh, mesh_lib.replicated(mesh),
                         shardings)
-    loop = LoopConfig(num_steps=tc.num_steps, log_every=config.train.log_every,
+    loop = LoopConfig(num_steps=num_steps, log_every=config.train.log_every,
                       eval_every=10 ** 12, checkpoint_every=config.train.checkpoint_every,
-                      description=f"DRTL-{'M' if config.drtl.pipeline == 'meta' else 'P'} "
+                      description=f"DRTL-{'M' if pipeline == 'meta' else 'P'} "
                                   f"({config.relation.mode})", vector_labels=tuple(names))
     state, _ = run_loop(state=state, train_step=step, batches=batches,
                         put_batch=functools.partial(_put, shardings=shardings),
                         data_state=batches.get_state, loop=loop, checkpointer=ckpt,
-                        writer=writer.scoped("transfer/"), config=config)
+                        writer=writer.scoped(f"{name}/"), config=config)
     ckpt.close()
     final_w = np.asarray(jax.device_get(get_weights(state.opt_state)))
     if config.relation.mode == "gradient":
-        logging.info("final gradient-relation weights: %s", format_weights(names, final_w))
+        logging.info("%s: final gradient-relation weights: %s", name,
+                     format_weights(names, final_w))
     return (state.ema_params if config.train.ema_decay > 0 else state.params), final_w
 
 
