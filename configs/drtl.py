@@ -105,8 +105,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.meta.num_inner_steps = 1
     c.meta.first_order = False
     c.meta.remat = False                  # jax.checkpoint inner steps (hessian='autodiff')
-    c.meta.pretrain_fraction = 0.0        # warm start: this fraction of transfer.num_steps is
-    #                                       relation-weighted pre-training before MAML
+    c.meta.pretrain_fraction = 0.5        # warm start: this fraction of transfer.num_steps is
+    #                                       relation-weighted pre-training before MAML (MZSR's
+    #                                       meta-transfer; 0 = MAML from the initialisation)
     c.meta.hessian = "hvp"                # second-order terms: 'hvp' (explicit backward pass with
     #                                       Hessian-vector products) | 'autodiff' (grad of scan)
 

@@ -170,7 +170,8 @@ def test_meta_warm_start_is_pretraining_then_maml_from_its_result(tmp_path):
     p_config = drtl_config("tiny,pretrain", **ref)
     pre, _ = drtl_train.transfer_phase(p_config, tmp_path / "p", model, fresh(params), names, w,
                                        split, mesh, writer)
-    m_config = drtl_config("tiny,meta", **ref, seed=config.seed + 2)
+    m_config = drtl_config("tiny,meta", **ref, **{"meta.pretrain_fraction": 0.0},
+                           seed=config.seed + 2)
     expected, _ = drtl_train.transfer_phase(m_config, tmp_path / "m", model, pre, names, w,
                                             split, mesh, writer)
     cold, _ = drtl_train.transfer_phase(m_config, tmp_path / "cold", model, fresh(params), names,
@@ -190,6 +191,9 @@ def test_meta_warm_start_is_pretraining_then_maml_from_its_result(tmp_path):
 
 
 def test_warm_start_fraction_is_checked():
+    assert drtl_train.warm_start_steps(drtl_config("tiny,meta")) == 5  # default 0.5 of 10
+    assert drtl_train.warm_start_steps(drtl_config("tiny,meta",
+                                                   **{"meta.pretrain_fraction": 0.0})) == 0
     assert drtl_train.warm_start_steps(drtl_config("tiny,pretrain",
                                                    **{"meta.pretrain_fraction": 0.5})) == 0
     with pytest.raises(ValueError, match="meta.pretrain_fraction=1.0"):
