@@ -210,17 +210,30 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
     print("\n".join(lines))
 
 
+def uniform_counterpart(method: str, methods) -> str | None:
+    """The uniform row a relation-guided row is compared with: 'DRTL_M (cold start)' ->
+    'uniform_M (cold start)' when that label exists among `methods`, else 'uniform_M'."""
+    base, _, label = method.partition(" ")
+    if not base.startswith("DRTL_"):
+        return None
+    uniform = "uniform_" + base[len("DRTL_"):]
+    labelled = f"{uniform} {label}" if label else uniform
+    return next((m for m in (labelled, uniform) if m in methods), None)
+
+
 def paired_gains(results: list[dict]) -> list[str]:
     """Markdown lines: PSNR-Y of each relation-guided row minus its uniform counterpart, paired by
     (seed, shots) (same shots, initialisation and data order), and the mean gain per pipeline."""
     import numpy as np
     by_key = {(r["seed"], r["shots"], r["method"]): r["metrics"]["psnr_y"] for r in results}
+    methods = sorted({m for _, _, m in by_key},
+                     key=lambda m: (list(METHODS).index(m.split(" ")[0]), m))
     lines = []
-    for ours, theirs in (("DRTL_P", "uniform_P"), ("DRTL_M", "uniform_M"),
-                         ("DRTL_P (gradient)", "uniform_P")):
+    for ours in methods:
+        theirs = uniform_counterpart(ours, methods)
         pairs = sorted((seed, shots) for seed, shots, m in by_key if m == ours
                        and (seed, shots, theirs) in by_key)
-        if not pairs:
+        if theirs is None or not pairs:
             continue
         lines += ["", f"{ours} vs {theirs}, PSNR-Y paired by seed and shots:", "",
                   f"| seed | shots | {theirs} | {ours} | gain |", "|---|---|---|---|---|"]

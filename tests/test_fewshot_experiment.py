@@ -86,12 +86,16 @@ def test_table_figures_resume_and_merge(run, tmp_path):
     # Merge: a second folder's rows join the table under a label.
     other = tmp_path / "other"
     other.mkdir()
-    (other / "results.json").write_text(json.dumps([{**r, "metrics": {**r["metrics"],
-                                                                     "psnr_y": 99.0}}
-                                                    for r in rows if r["method"] == "DRTL_P"]))
+    fake = {"DRTL_P": 99.0, "uniform_P": 98.25}
+    (other / "results.json").write_text(json.dumps([
+        {**r, "metrics": {**r["metrics"], "psnr_y": fake[r["method"]]}}
+        for r in rows if r["method"] in fake]))
     _run(out, "--tables_only", f"--extra_results={other}:relabelled")
     merged = (out / "results.md").read_text()
     assert "| 1 | DRTL_P (relabelled) | 99.000 +- 0.000 |" in merged
+    # A labelled relation-guided row is paired with the uniform row of the same label.
+    assert "DRTL_P (relabelled) vs uniform_P (relabelled)" in merged
+    assert "| 0 | 1 | 98.250 | 99.000 | +0.750 |" in merged
     # Paired gains: relation-guided row minus its uniform counterpart, same seed and shots.
     psnr = {r["method"]: r["metrics"]["psnr_y"] for r in rows}
     for ours, theirs in (("DRTL_P", "uniform_P"), ("DRTL_M", "uniform_M")):
