@@ -3,7 +3,8 @@
 Runs, for every shot count and seed, with the same model, initialisation and step budget:
   identity (same-size pairs) / bicubic,  target-only (fine-tune from scratch for T+F steps),
   uniform pre-training + fine-tune,  DRTL-P + fine-tune,  uniform MAML + fine-tune,
-  DRTL-M + fine-tune  (T transfer steps + F fine-tune steps each).
+  DRTL-M + fine-tune  (T transfer steps + F fine-tune steps each; the MAML rows spend
+  meta.pretrain_fraction of T on pre-training first, 0.5 by default).
 Held-out pairs are the last --eval_count pairs of the folder for every run; the shots are drawn
 from the other pairs per seed. The reported numbers are the final fine-tune step's (no
 checkpoint selection on the held-out pairs). The DRN and the uniform transfers do not depend on
