@@ -55,8 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.drtl.tasks = DEFAULT_TASKS          # () = all registered defaults
     c.drtl.mode = "same"                  # synthetic LR: 'same' (back on the HR grid) | 'down'
     c.drtl.aux_scale = 3                  # resolution factor of the synthetic distortions
-    c.drtl.task_map = "vmap"              # per-task gradients: 'vmap' | 'map' (less memory) |
-    #                                       'unroll' (fastest on CPU; see reweight.map_over_tasks)
+    c.drtl.task_map = "auto"              # per-task gradients: 'auto' ('unroll' on CPU, 'vmap'
+    #                                       on GPU/TPU) | 'vmap' | 'map' (less memory) | 'unroll'
+    #                                       (see reweight.map_over_tasks and RESULTS.md)
     c.drtl.shard = "batch"                # mesh axis for (K, B) batches: 'batch' | 'task'
 
     c.relation = ml_collections.ConfigDict()

@@ -119,7 +119,7 @@ def _quad_setup(seed=0):
     return params, batches
 
 
-@pytest.mark.parametrize("task_map", ["vmap", "map", "unroll"])
+@pytest.mark.parametrize("task_map", ["vmap", "map", "unroll", "auto"])
 def test_per_task_grads_equal_python_loop(task_map):
     params, batches = _quad_setup()
     grads, losses = jax.jit(lambda p, b: rw.per_task_grads(_quad_loss, p, b, task_map=task_map))(
@@ -129,6 +129,15 @@ def test_per_task_grads_equal_python_loop(task_map):
         lk, gk = jax.value_and_grad(_quad_loss)(params, bk)
         np.testing.assert_allclose(losses[k], lk, rtol=1e-6)
         _assert_tree_close(jax.tree_util.tree_map(lambda x: x[k], grads), gk)
+
+
+def test_auto_task_map_is_unroll_on_cpu_and_vmap_on_accelerators(monkeypatch):
+    assert [rw.resolve_task_map(m) for m in rw.TASK_MAPS] == list(rw.TASK_MAPS)
+    for backend, expected in (("cpu", "unroll"), ("gpu", "vmap"), ("tpu", "vmap")):
+        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+        assert rw.resolve_task_map("auto") == expected
+    with pytest.raises(ValueError, match="task_map='pmap' is unknown; use one of auto"):
+        rw.map_over_tasks(lambda x: x, jnp.zeros((2, 3)), task_map="pmap")
 
 
 def test_gradient_weights_top_task_is_the_one_matching_target():

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsr.methods.drtl.reweight import TASK_MAPS, get_weights, map_over_tasks, weighted_sum
+from jaxsr.methods.drtl.reweight import (TASK_MAP_CHOICES, get_weights, map_over_tasks,
+                                         weighted_sum)
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
@@ -178,9 +179,9 @@ def meta_config(cfg: Any = None) -> MetaConfig:
     d = MetaConfig()
     out = MetaConfig(**{f.name: _cfg_get(cfg, f.name, getattr(d, f.name))
                         for f in dataclasses.fields(MetaConfig)})
-    if out.task_map not in TASK_MAPS:
+    if out.task_map not in TASK_MAP_CHOICES:
         raise ValueError(f"meta.task_map={out.task_map!r} is unknown; use one of "
-                         f"{', '.join(TASK_MAPS)}.")
+                         f"{', '.join(TASK_MAP_CHOICES)}.")
     if out.hessian not in HESSIANS:
         raise ValueError(f"meta.hessian={out.hessian!r} is unknown; use 'hvp' or 'autodiff'.")
     return out

@@ -126,6 +126,15 @@ def relation_weights(mode: str, *, num_tasks: int, tau: float = 0.1,
 
 # --------------------------------------------------------------------------- per-task grads
 TASK_MAPS = ("vmap", "map", "unroll")
+TASK_MAP_CHOICES = ("auto", *TASK_MAPS)  # 'auto': 'unroll' on CPU, 'vmap' on GPU/TPU
+
+
+def resolve_task_map(task_map: str) -> str:
+    """'auto' -> the fastest mode measured for the default backend ('unroll' on XLA:CPU, 'vmap'
+    on GPU/TPU); any other name is returned unchanged."""
+    if task_map == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return task_map
 
 
 def map_over_tasks(fn: Callable[..., PyTree], *task_args: PyTree,
@@ -136,7 +145,8 @@ def map_over_tasks(fn: Callable[..., PyTree], *task_args: PyTree,
       fn: `fn(*one_task_args) -> pytree` for one task (no task axis).
       task_args: pytrees whose leaves have a leading task axis K.
       task_map: how the K tasks run inside the traced step:
-        'vmap': one batched computation (the default; best on GPU/TPU);
+        'auto': 'unroll' on CPU, 'vmap' otherwise (`resolve_task_map`);
+        'vmap': one batched computation (best on GPU/TPU);
         'map': `jax.lax.map`, one task at a time (lowest memory);
         'unroll': K copies of the task graph in the same jitted program (compile time grows
           with K). Fastest on XLA:CPU, whose batched-kernel convolutions (vmap over per-task
@@ -145,6 +155,7 @@ def map_over_tasks(fn: Callable[..., PyTree], *task_args: PyTree,
     Returns:
       pytree of `fn`'s outputs, every leaf with a leading K axis.
     """
+    task_map = resolve_task_map(task_map)
     if task_map == "vmap":
         return jax.vmap(fn)(*task_args)
     if task_map == "map":
@@ -154,7 +165,8 @@ def map_over_tasks(fn: Callable[..., PyTree], *task_args: PyTree,
         outs = [fn(*jax.tree_util.tree_map(lambda x, k=k: x[k], task_args))
                 for k in range(num_tasks)]
         return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-    raise ValueError(f"task_map={task_map!r} is unknown; use one of {', '.join(TASK_MAPS)}.")
+    raise ValueError(f"task_map={task_map!r} is unknown; use one of "
+                     f"{', '.join(TASK_MAP_CHOICES)}.")
 
 
 def per_task_grads(loss_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree,
