@@ -198,3 +198,29 @@ def test_warm_start_fraction_is_checked():
                                                    **{"meta.pretrain_fraction": 0.5})) == 0
     with pytest.raises(ValueError, match="meta.pretrain_fraction=1.0"):
         drtl_train.warm_start_steps(drtl_config("tiny,meta", **{"meta.pretrain_fraction": 1.0}))
+
+
+def _config_variants():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("drtl_config", REPO / "configs" / "drtl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.VARIANTS
+
+
+@pytest.mark.parametrize("variant", _config_variants())
+def test_every_config_variant_resolves(variant):
+    """Each variant (incl. 'paper', too large to run here) gives known tasks, a buildable model,
+    a valid pipeline and warm start, and the scale its name promises."""
+    config = drtl_config(variant)
+    names = drtl_train.task_names(config)
+    assert len(names) >= 4 and len(set(names)) == len(names)
+    assert config.drtl.pipeline in drtl_train.PIPELINES
+    assert 0 <= drtl_train.warm_start_steps(config) < config.transfer.num_steps
+    model = build_model(config.model)
+    lr = jnp.zeros((1, 12, 12, 3))
+    out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], lr)
+    scale = int(variant[1]) if variant in ("x2", "x3", "x4") else 1
+    assert out.shape == (1, 12 * scale, 12 * scale, 3)
+    if variant == "paper":
+        assert config.model.name == "edsr_baseline" and config.meta.num_inner_steps == 5
