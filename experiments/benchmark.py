@@ -66,7 +66,8 @@ residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
 drtl row fields (besides section, model, scale, dtype, batch (per task), patch, status):
   variant, pipeline ('pretrain' | 'meta'), task_map ('vmap' | 'map' | 'unroll' | 'loop'),
   first_order, remat, hessian ('hvp' | 'autodiff'; null for DRTL-P), inner_steps (null for
-  DRTL-P), K, tasks, per_task_batch (images per task per step), lr_patch, mode, aux_scale, params, executables (1, or K + 1 for the loop)
+  DRTL-P), K, tasks, per_task_batch (images per task per step), lr_patch, mode, aux_scale,
+  params, executables (1, or K + 1 for the loop)
   lower_s / compile_s        summed over the executables (the loop compiles K + 1)
   step_ms, steps_per_s       mean over --steps steps after --warmup, synced at the window ends
   tasks_per_s                K * steps_per_s

@@ -180,6 +180,12 @@ def main(argv):
     write_crops(out, results)
 
 
+def method_order(method: str) -> tuple[int, str]:
+    """Sort key of a table row: the METHODS order, labelled rows ('DRTL_M (cold start)') after
+    their unlabelled method."""
+    return list(METHODS).index(method.split(" ")[0]), method
+
+
 def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None:
     import numpy as np
     lines = [f"Data: `{_DATA.value}`; held-out pairs: {_EVAL.value} (the last by name); seeds: "
@@ -194,8 +200,7 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
         name = "identity" if same_size else "bicubic"
         lines.append(f"| {shots} | {name} | {base['psnr_y']:.3f} | {base['ssim_y']:.4f} | "
                      f"{base['psnr_rgb']:.3f} | {base['ssim_rgb']:.4f} | - |")
-        methods = sorted({r["method"] for r in rows},
-                         key=lambda m: (list(METHODS).index(m.split(" ")[0]), m))
+        methods = sorted({r["method"] for r in rows}, key=method_order)
         for method in methods:
             vals = [r["metrics"] for r in rows if r["method"] == method]
             if not vals:
@@ -227,8 +232,7 @@ def paired_gains(results: list[dict]) -> list[str]:
     (seed, shots) (same shots, initialisation and data order), and the mean gain per pipeline."""
     import numpy as np
     by_key = {(r["seed"], r["shots"], r["method"]): r["metrics"]["psnr_y"] for r in results}
-    methods = sorted({m for _, _, m in by_key},
-                     key=lambda m: (list(METHODS).index(m.split(" ")[0]), m))
+    methods = sorted({m for _, _, m in by_key}, key=method_order)
     lines = []
     for ours in methods:
         theirs = uniform_counterpart(ours, methods)
