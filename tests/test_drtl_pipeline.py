@@ -196,6 +196,9 @@ def test_warm_start_fraction_is_checked():
                                                    **{"meta.pretrain_fraction": 0.0})) == 0
     assert drtl_train.warm_start_steps(drtl_config("tiny,pretrain",
                                                    **{"meta.pretrain_fraction": 0.5})) == 0
+    # 0.9 of 3 steps rounds to 3; MAML still gets its one step.
+    assert drtl_train.warm_start_steps(drtl_config(
+        "tiny,meta", **{"meta.pretrain_fraction": 0.9, "transfer.num_steps": 3})) == 2
     with pytest.raises(ValueError, match="meta.pretrain_fraction=1.0"):
         drtl_train.warm_start_steps(drtl_config("tiny,meta", **{"meta.pretrain_fraction": 1.0}))
 

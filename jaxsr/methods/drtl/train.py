@@ -162,14 +162,16 @@ def _resume(checkpointer: Checkpointer, state, iterator, name: str, num_steps: i
 
 def warm_start_steps(config) -> int:
     """DRTL-M warm start: relation-weighted pre-training steps run before MAML, counted inside
-    `transfer.num_steps` (round(meta.pretrain_fraction * num_steps); 0 for DRTL-P/none)."""
+    `transfer.num_steps` (round(meta.pretrain_fraction * num_steps), leaving MAML at least one
+    step; 0 for DRTL-P/none)."""
     if config.drtl.pipeline != "meta":
         return 0
     fraction = float(config.meta.get("pretrain_fraction", 0.0))
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"config.meta.pretrain_fraction={fraction}; use 0 <= f < 1 (0 = MAML "
                          "from the initialisation, 0.5 = half the transfer steps pre-training)")
-    return int(round(fraction * config.transfer.num_steps))
+    num_steps = config.transfer.num_steps
+    return min(int(round(fraction * num_steps)), num_steps - 1)
 
 
 def transfer_phase(config, workdir, model, params, names, weights, split, mesh, writer):
