@@ -171,7 +171,7 @@ def warm_start_steps(config) -> int:
         raise ValueError(f"config.meta.pretrain_fraction={fraction}; use 0 <= f < 1 (0 = MAML "
                          "from the initialisation, 0.5 = half the transfer steps pre-training)")
     num_steps = config.transfer.num_steps
-    return min(int(round(fraction * num_steps)), num_steps - 1)
+    return max(0, min(int(round(fraction * num_steps)), num_steps - 1))
 
 
 def transfer_phase(config, workdir, model, params, names, weights, split, mesh, writer):
