@@ -125,8 +125,9 @@ from jaxsr.methods.drtl import steps as drtl_steps  # noqa: E402
 from jaxsr.methods.drtl.reweight import (TASK_MAPS, get_weights,  # noqa: E402
                                          relation_weighted_sum, uniform_weights, weighted_sum)
 from jaxsr.model_factory import build_model, init_params  # noqa: E402
+from jaxsr.pixels import to_float  # noqa: E402
 from jaxsr.train import mesh as mesh_lib  # noqa: E402
-from jaxsr.train import supervised  # noqa: E402
+from jaxsr.train import steps as train_steps  # noqa: E402
 from jaxsr.train.optim import make_optimizer  # noqa: E402
 from jaxsr.train.state import apply_update, create_state, step_key  # noqa: E402
 
@@ -396,9 +397,9 @@ def bench_supervised_point(p: Point, cfg: Settings, base: ml_collections.ConfigD
     rng = np.random.default_rng(cfg.seed)
     batch = mesh_lib.put_global_batch(random_batch(rng, p.batch, p.patch, lr_patch), mesh)
 
-    step_fn = supervised.make_train_step(model, optimizer, loss_kind=config.train.loss,
+    step_fn = train_steps.make_train_step(model, optimizer, loss_kind=config.train.loss,
                                          ema_decay=config.train.ema_decay)
-    step = supervised.compile_step(step_fn, mesh, state_sharding)
+    step = train_steps.compile_step(step_fn, mesh, state_sharding)
     t0 = time.perf_counter()
     lowered = step.lower(state, batch)
     t1 = time.perf_counter()
@@ -443,7 +444,7 @@ def bench_inference(model, mesh, params, scale: int, cfg: Settings) -> dict[str,
     sharding = (mesh_lib.batch_sharding(mesh) if n % mesh.devices.size == 0
                 else mesh_lib.replicated(mesh))
     x = jax.device_put(x, sharding)
-    apply = supervised.make_apply_fn(model, mesh)
+    apply = train_steps.make_apply_fn(model, mesh)
     t0 = time.perf_counter()
     compiled = apply.lower(params, x).compile()
     compile_s = time.perf_counter() - t0
@@ -577,7 +578,7 @@ def make_loop_baseline(model, optimizer, config: ml_collections.ConfigDict,
     def task_grad(k: int):
         def grad_k(state, aux_k):
             key = jax.random.split(step_key(state), k_total)[k]
-            hr = drtl_steps.to_float(aux_k)
+            hr = to_float(aux_k)
             lr = synthesize(names[k], key, hr, aux_scale, mode)
             return jax.value_and_grad(loss_fn)(state.params, {"lr": lr, "hr": hr})
         return jax.jit(grad_k, in_shardings=(rep, mesh_lib.batch_sharding(mesh)),
@@ -673,7 +674,7 @@ def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collectio
     else:
         build = (drtl_steps.make_meta_step if v.pipeline == "meta"
                  else drtl_steps.make_pretrain_step)
-        step = supervised.compile_step(build(model, optimizer, config, names), mesh, rep,
+        step = train_steps.compile_step(build(model, optimizer, config, names), mesh, rep,
                                        shardings)
         batch = {key: jax.make_array_from_process_local_data(shardings[key], val)
                  for key, val in host.items()}

@@ -44,7 +44,7 @@ def main(argv):
     from jaxsr.model_factory import build_model
     from jaxsr.train import evaluate as eval_lib
     from jaxsr.train import mesh as mesh_lib
-    from jaxsr.train.supervised import make_apply_fn
+    from jaxsr.train.steps import make_apply_fn
 
     config = load_config_file(_CONFIG.value, _VARIANT.value)
     config.unlock()

@@ -94,7 +94,7 @@ def main(argv):
     from jaxsr.model_factory import build_model, init_params
     from jaxsr.train import evaluate as eval_lib
     from jaxsr.train import mesh as mesh_lib
-    from jaxsr.train.supervised import make_apply_fn
+    from jaxsr.train.steps import make_apply_fn
     from jaxsr.train.writer import MetricWriter
 
     out = pathlib.Path(_OUT.value)

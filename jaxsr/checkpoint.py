@@ -39,10 +39,13 @@ class Checkpointer:
       keep: how many of the latest checkpoints to keep.
       best_metric: metric name (in the `metrics` passed to `save`) whose maximum is always kept.
       async_save: save in a background thread (the default); `wait()` blocks until written.
+      read_only: open for reading only: nothing is created, cleaned or deleted (predict,
+        export and evaluation beside a run that is still training).
     """
 
     def __init__(self, workdir: str | pathlib.Path, keep: int = 3,
-                 best_metric: str | None = "psnr_y", async_save: bool = True):
+                 best_metric: str | None = "psnr_y", async_save: bool = True,
+                 read_only: bool = False):
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
         self.best_metric = best_metric
         policies: list[Any] = [ocm.LatestN(n=keep)]
@@ -51,9 +54,10 @@ class Checkpointer:
                                       keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocm.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
-            create=True,
+            enable_async_checkpointing=async_save and not read_only,
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data", "meta"))
@@ -162,7 +166,7 @@ def _config_json(config: Any) -> Any:
 
 def restore_params(workdir: str | pathlib.Path, which: str = "latest",
                    use_ema: bool = True) -> tuple[Any, dict]:
-    """Loads model parameters from a run directory for inference.
+    """Loads model parameters from a run directory for inference, read-only.
 
     Args:
       workdir: a training run directory (holds `checkpoints/`).
@@ -171,7 +175,11 @@ def restore_params(workdir: str | pathlib.Path, which: str = "latest",
     Returns:
       (params pytree of numpy arrays, meta dict with 'step', 'metrics', 'config').
     """
-    ckpt = Checkpointer(workdir, async_save=False)
+    directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+    if not directory.is_dir():
+        raise CheckpointError(f"no checkpoints under {directory}; train first "
+                              "(python -m jaxsr.main --config=... --workdir=...)")
+    ckpt = Checkpointer(workdir, async_save=False, read_only=True)
     if not ckpt.all_steps():
         raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first "
                               "(python -m jaxsr.main --config=... --workdir=...)")

@@ -569,11 +569,9 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     from absl import app
-    from absl import logging as absl_logging
-    from jaxsr.predict import _QuietLibraries
+    from jaxsr.logs import quiet_library_logs
     _define_flags.flags = _define_flags()  # type: ignore[attr-defined]
-    absl_logging.set_verbosity(absl_logging.INFO)
-    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    quiet_library_logs()
     app.run(main)
 
 

@@ -333,15 +333,6 @@ def predict(inputs: str | os.PathLike | Sequence, output_dir: str | os.PathLike,
 
 
 # -------------------------------------------------------------------------------------- CLI
-class _QuietLibraries(logging.Filter):
-    """Drops INFO records logged from orbax / grain / tfds code."""
-    NOISY = ("orbax", "grain", "tensorflow_datasets", "etils")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not any(
-            f"/{n}/" in record.pathname for n in self.NOISY)
-
-
 def _define_flags():
     from absl import flags
     flags.DEFINE_string("workdir", None, "Training run directory (checkpoints/ inside).")
@@ -391,10 +382,9 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     from absl import app
-    from absl import logging as absl_logging
+    from jaxsr.logs import quiet_library_logs
     _define_flags.flags = _define_flags()  # type: ignore[attr-defined]
-    absl_logging.set_verbosity(absl_logging.INFO)
-    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    quiet_library_logs()
     app.run(main)
 
 

@@ -4,7 +4,8 @@
   `--config=` gives `jaxsr.main`), for notebooks and scripts.
 - `config_from_dict(d)`: rebuilds a locked ConfigDict from the JSON a checkpoint stores
   (`meta['config']`) or a run's `config.json` (JSON lists become tuples again).
-- `load_run(workdir, checkpoint)`: (model, params, config, meta) of a trained run.
+- `load_run(workdir, checkpoint)`: (model, params, config, meta) of a trained run's deployed
+  network (`deployable.json`, see `jaxsr.deployable`).
 - `make_forward(model)`: the pure inference function `(params, x) -> y` clipped to [0, 1].
 """
 from __future__ import annotations
@@ -19,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxsr import deployable
 from jaxsr.checkpoint import CheckpointError, restore_params
+from jaxsr.deployable import Deployable
 from jaxsr.config_util import load_config_file  # noqa: F401  (re-exported for notebooks)
 from jaxsr.model_factory import build_model
 
@@ -84,13 +87,13 @@ class Run:
 
 def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
              use_ema: bool | None = None) -> Run:
-    """Restores a trained run for inference.
+    """Restores the deployed network of a trained run for inference (read-only: nothing in the
+    workdir is created or changed, so it is safe beside a run that is still training).
 
     Args:
       workdir: the run directory given to `jaxsr.main --workdir`.
       checkpoint: 'latest', 'best' (highest `train.best_metric`) or a step number.
-      use_ema: use the EMA parameters; None = as the run's evaluation did (when
-        `train.ema_decay > 0`).
+      use_ema: use the EMA parameters; None = as the run's evaluation did.
     """
     workdir = pathlib.Path(workdir).expanduser()
     if not workdir.is_dir():
@@ -99,27 +102,45 @@ def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
     checkpoint = str(checkpoint)
     if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
         raise ValueError(f"checkpoint={checkpoint!r}: use 'latest', 'best' or a step number")
-    ckpt_dir, ema_section = checkpoint_dir(workdir)
-    if use_ema is None:
-        try:
-            cfg = read_run_config(workdir)
-            use_ema = float(cfg.get(ema_section, {}).get("ema_decay", 0.0)) > 0
-        except CheckpointError:
-            use_ema = True
-    params, meta = restore_params(ckpt_dir, checkpoint, use_ema=use_ema)
+    deployed = deployed_network(workdir)
+    ckpt_dir = workdir / deployed.folder
+    params, meta = restore_params(ckpt_dir, checkpoint,
+                                  use_ema=deployed.use_ema if use_ema is None else use_ema)
     config = read_run_config(workdir, meta)
-    model = build_model(config.model)
+    model = build_model(config_from_dict(deployed.model))
     return Run(model=model, params=params, config=config, meta=meta, workdir=workdir,
                checkpoint_dir=ckpt_dir)
 
 
-def checkpoint_dir(workdir: pathlib.Path) -> tuple[pathlib.Path, str]:
-    """Where a run keeps the checkpoints of its final model, and the config section whose
-    `ema_decay` applies: `workdir` itself ('train'), or for multi-phase methods such as DRTL its
-    `finetune/` phase ('finetune')."""
-    if not (workdir / "checkpoints").is_dir() and (workdir / "finetune" / "checkpoints").is_dir():
-        return workdir / "finetune", "finetune"
-    return workdir, "train"
+def deployed_network(workdir: pathlib.Path) -> Deployable:
+    """The run's `deployable.json`; for runs made before it existed, what the run's method says
+    its config deploys."""
+    try:
+        found = deployable.read(workdir)
+    except deployable.DeployableError as e:
+        raise CheckpointError(str(e)) from e
+    if found is not None:
+        return found
+    from jaxsr import methods
+    if not (workdir / "config.json").is_file() and not (workdir / "checkpoints").is_dir():
+        raise CheckpointError(f"no checkpoints under {workdir / 'checkpoints'} and no "
+                              f"{deployable.FILE}; train first (python -m jaxsr.main "
+                              "--config=... --workdir=...)")
+    config = read_run_config(workdir, _newest_meta(workdir))
+    try:
+        return methods.deployable(config)
+    except ValueError as e:  # an unknown method name
+        raise CheckpointError(f"{workdir}/config.json: {e}") from e
+
+
+def _newest_meta(workdir: pathlib.Path) -> dict | None:
+    """The metadata of the newest checkpoint directly under `workdir/checkpoints`, if any."""
+    from jaxsr.checkpoint import Checkpointer
+    if (workdir / "config.json").is_file() or not (workdir / "checkpoints").is_dir():
+        return None
+    ckpt = Checkpointer(workdir, async_save=False, read_only=True)
+    step = ckpt.latest_step()
+    return None if step is None else ckpt.read_meta(step)
 
 
 def make_forward(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:

@@ -27,7 +27,7 @@ from test_train import tiny_config  # noqa: E402
 
 from jaxsr.model_factory import build_model, init_params  # noqa: E402
 from jaxsr.train import mesh as mesh_lib  # noqa: E402
-from jaxsr.train import supervised  # noqa: E402
+from jaxsr.train import steps as train_steps  # noqa: E402
 from jaxsr.train.optim import make_optimizer  # noqa: E402
 from jaxsr.train.state import create_state  # noqa: E402
 
@@ -48,8 +48,8 @@ lo = 0 if args.process_id is None else args.process_id * share
 if args.step == "supervised":
     optimizer, _ = make_optimizer(config.optim, 100)
     state = jax.device_put(create_state(params, optimizer, 0), sharding)
-    step = supervised.compile_step(
-        supervised.make_train_step(model, optimizer, config.train.loss, config.train.ema_decay),
+    step = train_steps.compile_step(
+        train_steps.make_train_step(model, optimizer, config.train.loss, config.train.ema_decay),
         mesh, sharding)
     hr = rng.integers(0, 256, (args.steps, 8, 16, 16, 3), dtype=np.uint8)
     lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
@@ -72,7 +72,7 @@ else:  # DRTL-P / DRTL-M step: aux batches (K=3, 8 per task) sharded on the per-
     shardings = {"aux_hr": mesh_lib.batch_sharding(mesh, 1),
                  "target_lr": mesh_lib.batch_sharding(mesh),
                  "target_hr": mesh_lib.batch_sharding(mesh)}
-    step = supervised.compile_step(build(model, optimizer, config, TASKS), mesh, sharding,
+    step = train_steps.compile_step(build(model, optimizer, config, TASKS), mesh, sharding,
                                    shardings)
     per_task = 16 if meta else 8  # DRTL-M splits each task batch into support and query
     batches = []

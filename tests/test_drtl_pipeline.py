@@ -14,7 +14,8 @@ from jaxsr.methods.drtl import steps as drtl_steps
 from jaxsr.methods.drtl import train as drtl_train
 from jaxsr.methods.drtl.reweight import get_weights, relation_weighted_sum
 from jaxsr.model_factory import build_model, init_params
-from jaxsr.train.state import create_state, pixel_loss, step_key
+from jaxsr.losses import pixel_loss
+from jaxsr.train.state import create_state, step_key
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TASKS = ("bicubic", "gaussian_blur", "gaussian_noise")
@@ -141,15 +142,25 @@ def test_gradient_mode_weights_equal_hand_computed_cosine_softmax(smoothing):
     np.testing.assert_allclose(metrics["weight"], w, rtol=1e-6)
 
 
-def _transfer_inputs(config, tmp_path):
+def _transfer_inputs(config):
     from jaxsr.methods.drtl import data as drtl_data
-    from jaxsr.train import mesh as mesh_lib
-    from jaxsr.train.writer import MetricWriter
     model = build_model(config.model)
     params = init_params(model, jax.random.key(config.seed), config.data.hr_patch)
     split = drtl_data.split_target(config.data, 1)
     weights = np.array([0.4, 0.3, 0.2, 0.1], np.float32)
-    return model, params, split, weights, mesh_lib.make_mesh(), MetricWriter(tmp_path)
+    return model, params, split, weights
+
+
+def _run_transfer(config, workdir, model, params, split, weights):
+    """transfer_phase of `config` in its own run harness at `workdir`; returns the parameters."""
+    from jaxsr.train.harness import Run
+    run = Run(config, workdir)
+    ctx = drtl_train.Context(config=config, run=run, model=model, names=list(config.drtl.tasks),
+                             split=split)
+    params = jax.tree.map(jnp.copy, params)  # the step donates its state
+    out, _ = drtl_train.transfer_phase(ctx, params, weights)
+    run.writer.close()
+    return out
 
 
 def test_meta_warm_start_is_pretraining_then_maml_from_its_result(tmp_path):
@@ -157,36 +168,29 @@ def test_meta_warm_start_is_pretraining_then_maml_from_its_result(tmp_path):
     from the pre-trained parameters (reference: the two phases run by hand, cold)."""
     config = drtl_config("tiny,meta", **{"transfer.num_steps": 6, "meta.pretrain_fraction": 0.5,
                                         "train.checkpoint_every": 3})
-    model, params, split, w, mesh, writer = _transfer_inputs(config, tmp_path)
-    names = list(config.drtl.tasks)
-    fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731 (the step donates its state)
-    warm_params, _ = drtl_train.transfer_phase(config, tmp_path / "warm", model, fresh(params),
-                                               names, w, split, mesh, writer)
+    model, params, split, w = _transfer_inputs(config)
+    transfer = lambda cfg, folder, p: _run_transfer(cfg, tmp_path / folder, model, p, split, w)  # noqa: E731
+    warm_params = transfer(config, "warm", params)
     assert (tmp_path / "warm" / "transfer_warmstart" / "checkpoints" / "3").is_dir()
     assert (tmp_path / "warm" / "transfer" / "checkpoints" / "3").is_dir()
     assert drtl_train.warm_start_steps(config) == 3
     # Reference: DRTL-P for 3 steps, then DRTL-M for 3 steps (seed + 2) from its parameters.
     ref = {"transfer.num_steps": 3, "train.checkpoint_every": 3}
     p_config = drtl_config("tiny,pretrain", **ref)
-    pre, _ = drtl_train.transfer_phase(p_config, tmp_path / "p", model, fresh(params), names, w,
-                                       split, mesh, writer)
+    pre = transfer(p_config, "p", params)
     m_config = drtl_config("tiny,meta", **ref, **{"meta.pretrain_fraction": 0.0},
                            seed=config.seed + 2)
-    expected, _ = drtl_train.transfer_phase(m_config, tmp_path / "m", model, pre, names, w,
-                                            split, mesh, writer)
-    cold, _ = drtl_train.transfer_phase(m_config, tmp_path / "cold", model, fresh(params), names,
-                                        w, split, mesh, writer)
+    expected = transfer(m_config, "m", pre)
+    cold = transfer(m_config, "cold", params)
     for a, b, c in zip(*map(jax.tree.leaves, (warm_params, expected, cold))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert max(float(jnp.max(jnp.abs(a - c)))
                for a, c in zip(*map(jax.tree.leaves, (warm_params, cold)))) > 1e-4
     # Resuming a finished warm-started transfer trains nothing and returns the same parameters.
-    again, _ = drtl_train.transfer_phase(config, tmp_path / "warm", model, fresh(params), names,
-                                         w, split, mesh, writer)
+    again = transfer(config, "warm", params)
     for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(warm_params)):
         np.testing.assert_array_equal(a, b)
-    writer.close()
-    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     assert any("transfer_warmstart/train/loss" in r for r in rows)
 
 

@@ -266,13 +266,21 @@ def test_cli(tmp_path, run, restorer):
 
 
 def test_multi_phase_run_uses_its_finetune_checkpoints(tmp_path, run):
-    """A DRTL-style run keeps its final model in `finetune/checkpoints` and config.json at the
-    top; `--workdir=RUN` restores that model."""
+    """A DRTL run made before deployable.json existed keeps its final model in
+    `finetune/checkpoints` and config.json at the top; `--workdir=RUN` restores that model (the
+    method, not predict, knows the folder)."""
     path, params, model = make_workdir(tmp_path / "drtl" / "finetune")
     config = json.loads(json.dumps(Checkpointer(path, async_save=False).read_meta(7)["config"]))
+    config.update(method="drtl", finetune={"ema_decay": 0.0})
     (tmp_path / "drtl" / "config.json").write_text(json.dumps(config))
     r = predict.load_restorer(workdir=str(tmp_path / "drtl"))
     assert "finetune" in r.description and r.scale == SCALE
+    # The same run described by deployable.json, with the model kept in another folder.
+    from jaxsr.deployable import Deployable
+    (tmp_path / "drtl" / "finetune").rename(tmp_path / "drtl" / "elsewhere")
+    Deployable.of(config["model"], folder="elsewhere", method="test").write(tmp_path / "drtl")
+    r = predict.load_restorer(workdir=str(tmp_path / "drtl"))
+    assert "elsewhere" in r.description
     image = _image(60, 56, 8)
     want = np.clip(np.asarray(jax.jit(make_forward(model))(params, image[None]))[0], 0, 1)
     np.testing.assert_allclose(predict.restore_array(r, image, tile=48, overlap=36), want,

@@ -9,7 +9,8 @@ import pytest
 
 from jaxsr.checkpoint import Checkpointer
 from jaxsr.config_util import load_config_file, override
-from jaxsr.train import supervised
+from jaxsr.methods import supervised
+from jaxsr.train import steps as train_steps
 from jaxsr.train.loop import NonFiniteLossError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -66,8 +67,8 @@ def test_train_step_compiles_once_and_lowers_the_loss():
     mesh = mesh_lib.make_mesh()
     sharding = mesh_lib.replicated(mesh)
     state = jax.device_put(create_state(params, optimizer, 0), sharding)
-    step = supervised.compile_step(
-        supervised.make_train_step(model, optimizer, config.train.loss, config.train.ema_decay), mesh,
+    step = train_steps.compile_step(
+        train_steps.make_train_step(model, optimizer, config.train.loss, config.train.ema_decay), mesh,
                                    sharding)
     rng = np.random.default_rng(0)
     hr = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
@@ -82,12 +83,12 @@ def test_train_step_compiles_once_and_lowers_the_loss():
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    original = supervised.apply_update
+    original = train_steps.apply_update
 
     def poisoned(state, grads, loss, *args, **kwargs):  # NaN loss from step 13 on
         return original(state, grads, jnp.where(state.step >= 12, jnp.nan, loss), *args, **kwargs)
 
-    monkeypatch.setattr(supervised, "apply_update", poisoned)
+    monkeypatch.setattr(train_steps, "apply_update", poisoned)
     config = tiny_config(**{"train.checkpoint_every": 5, "train.eval_every": 100})
     with pytest.raises(NonFiniteLossError, match=r"last good checkpoint is step 10.*optim.lr"):
         supervised.train_and_evaluate(config, str(tmp_path))

@@ -36,7 +36,7 @@ CheckpointSave = getattr(grain.checkpoint, "CheckpointSave", None)
 CheckpointRestore = getattr(grain.checkpoint, "CheckpointRestore", None)
 
 __all__ = [
-    "paired_loader", "hr_loader", "iterator_state", "restore_iterator", "eval_pairs",
+    "paired_loader", "hr_loader", "iterator_state", "restore_iterator", "eval_pairs", "Batches",
     "CheckpointHandler", "CheckpointSave", "CheckpointRestore",
 ]
 
@@ -259,6 +259,29 @@ def restore_iterator(loader: grain.DataLoader,
     if state is not None:
         iterator.set_state(state.encode() if isinstance(state, str) else state)
     return iterator
+
+
+class Batches:
+    """Batches of a loader with a JSON-able position: what the run harness checkpoints.
+
+    `get_state()` -> {'iterator': JSON str}; `set_state(that)` continues with exactly the
+    batches that would have followed."""
+
+    def __init__(self, loader: grain.DataLoader):
+        self.loader = loader
+        self.iterator = iter(loader)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self.iterator)
+
+    def get_state(self) -> dict[str, str]:
+        return {"iterator": iterator_state(self.iterator)}
+
+    def set_state(self, state: dict[str, str]) -> None:
+        self.iterator = restore_iterator(self.loader, state["iterator"])
 
 
 def eval_pairs(source) -> list[tuple[np.ndarray, np.ndarray, str]]:

@@ -1,4 +1,5 @@
-"""The built-in distortion tasks (registered on first use of the registry in tasks.py).
+"""The built-in distortion tasks, registered in the registry of tasks.py when this module is
+imported (the package `__init__` does that once; tasks.py never imports this module).
 
 Stage of each family (see tasks.py): blur, colour, weather and spatially variant blur act on
 the HR image before the scale step; noise and JPEG act on the LR image after it; the
@@ -18,7 +19,7 @@ from jaxsr.degradations import noise as _noise
 from jaxsr.degradations import spatial as _spatial
 from jaxsr.degradations import weather as _weather
 from jaxsr.degradations.params import Bernoulli, Uniform
-from jaxsr.degradations.tasks import DistortionTask, register_task
+from jaxsr.degradations.tasks import DistortionTask, register_tasks
 
 PI = math.pi
 
@@ -157,5 +158,14 @@ BUILTIN_TASKS = (
 
 DEFAULT_AUXILIARY = tuple(t.name for t in BUILTIN_TASKS)
 
-for _task in BUILTIN_TASKS:
-    register_task(_task)
+
+def default_auxiliary_tasks() -> list[str]:
+    """Names of the built-in auxiliary distortions DRTL trains on by default (catalog order)."""
+    return list(DEFAULT_AUXILIARY)
+
+
+# Imported once, by the package __init__. All or none (register_tasks checks every task first),
+# and overwrite=True so that if an import fails anywhere (here or in a later line) and is
+# retried, this module re-runs and raises that same error again, not "already registered".
+# Nothing can register before this runs, so overwrite=True replaces no user task.
+register_tasks(BUILTIN_TASKS, overwrite=True)

@@ -12,14 +12,16 @@ A `DistortionTask` turns one clean HR image into its distorted LR counterpart:
 
 Parameters are drawn per sample from the task's ranges (`params.Uniform` etc.) with a JAX key,
 so one batch holds many parameter values and everything stays jittable and vmappable.
-The built-in tasks live in `catalog.py` and are registered on first use of the registry.
+This module is the registry mechanism only and never imports the built-in tasks: those live in
+`catalog.py`, which imports this module and registers them; the package `__init__` imports
+`catalog` once, so `import jaxsr.degradations` either yields the full registry or raises the
+catalog's own error (again on every retry, since a failed import is not cached).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import functools
-import importlib
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
@@ -118,38 +120,43 @@ class UnknownTaskError(KeyError):
 
 
 _REGISTRY: dict[str, DistortionTask] = {}
-_BUILTINS_LOADED = False
 
 
-def _ensure_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("jaxsr.degradations.catalog")  # registers the built-ins
+def register_tasks(tasks: Sequence[DistortionTask], *,
+                   overwrite: bool = False) -> tuple[DistortionTask, ...]:
+    """Add several tasks at once, all or none: every task is checked (type, name not yet
+    registered unless `overwrite`, no name twice in `tasks`) before any is added, so a failure
+    leaves the registry as it was. Returns the tasks as a tuple."""
+    tasks = tuple(tasks)
+    seen = set()
+    for task in tasks:
+        if not isinstance(task, DistortionTask):
+            raise TypeError(f"register_task expects a DistortionTask, got {type(task).__name__}.")
+        if task.name in seen:
+            raise ValueError(f"distortion task name {task.name!r} appears twice in one "
+                             "register_tasks() call; task names must be unique.")
+        if task.name in _REGISTRY and not overwrite:
+            raise ValueError(f"distortion task {task.name!r} is already registered; pick another "
+                             "name or pass overwrite=True.")
+        seen.add(task.name)
+    for task in tasks:
+        _REGISTRY[task.name] = task
+    return tasks
 
 
 def register_task(task: DistortionTask, *, overwrite: bool = False) -> DistortionTask:
     """Add `task` under `task.name`; an existing name needs `overwrite=True`. Returns task."""
-    _ensure_builtins()
-    if not isinstance(task, DistortionTask):
-        raise TypeError(f"register_task expects a DistortionTask, got {type(task).__name__}.")
-    if task.name in _REGISTRY and not overwrite:
-        raise ValueError(f"distortion task {task.name!r} is already registered; pick another "
-                         "name or pass overwrite=True.")
-    _REGISTRY[task.name] = task
-    return task
+    return register_tasks((task,), overwrite=overwrite)[0]
 
 
 def task_names() -> list[str]:
     """Sorted names of all registered tasks."""
-    _ensure_builtins()
     return sorted(_REGISTRY)
 
 
 def get_task(name: str) -> DistortionTask:
     """The registered task called `name`; unknown names raise `UnknownTaskError` (a KeyError)
     that suggests close matches."""
-    _ensure_builtins()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -159,13 +166,6 @@ def get_task(name: str) -> DistortionTask:
     raise UnknownTaskError(
         f"unknown distortion task {name!r}.{hint} Registered tasks: {', '.join(task_names())}. "
         "Add new ones with jaxsr.degradations.register_task().")
-
-
-def default_auxiliary_tasks() -> list[str]:
-    """Names of the built-in auxiliary distortions DRTL trains on by default (catalog order)."""
-    _ensure_builtins()
-    from jaxsr.degradations.catalog import DEFAULT_AUXILIARY
-    return list(DEFAULT_AUXILIARY)
 
 
 def _resolve(task_or_name: Union[str, DistortionTask]) -> DistortionTask:

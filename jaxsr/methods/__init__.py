@@ -1,5 +1,6 @@
 """Method registry: `config.method` names a module whose `train_and_evaluate(config, workdir)`
-runs it. A new method is a new module here (or a package) plus a config file."""
+runs it (through `jaxsr.train.harness.Run`) and whose `deployable(config)` names the network it
+deploys (`jaxsr.deployable.Deployable`). A new method is a new module here plus a config file."""
 from __future__ import annotations
 
 import difflib
@@ -7,15 +8,24 @@ import importlib
 from typing import Callable
 
 METHODS = {
-    "supervised": "jaxsr.train.supervised",
+    "supervised": "jaxsr.methods.supervised",
     "drtl": "jaxsr.methods.drtl.train",
 }
 
 
-def get(name: str) -> Callable:
-    """The `train_and_evaluate(config, workdir)` function of method `name`."""
+def _module(name: str):
     if name not in METHODS:
         close = difflib.get_close_matches(name, list(METHODS), n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"config.method={name!r} is unknown.{hint} Known: {', '.join(METHODS)}")
-    return importlib.import_module(METHODS[name]).train_and_evaluate
+    return importlib.import_module(METHODS[name])
+
+
+def get(name: str) -> Callable:
+    """The `train_and_evaluate(config, workdir)` function of method `name`."""
+    return _module(name).train_and_evaluate
+
+
+def deployable(config) -> "Deployable":  # noqa: F821 (jaxsr.deployable.Deployable)
+    """The network a run of `config` deploys (for runs made before deployable.json existed)."""
+    return _module(config.get("method", "supervised")).deployable(config)

@@ -1,4 +1,4 @@
-"""Turns `config.data` into sources, a checkpointable batch iterator and evaluation pairs.
+"""Turns `config.data` into sources and a checkpointable batch iterator.
 
 `config.data` fields: train_dir ('' = the shipped sample named by `sample`), lr_subdir,
 hr_subdir, val_dir ('' = hold out the last `val_count` pairs of train_dir), val_count,
@@ -11,13 +11,12 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Sequence
 
-import jax
 import ml_collections
-import numpy as np
 
 from jaxsr import samples
 from jaxsr.data import pipeline
 from jaxsr.data.sources import ImageFolderSource, PairedFolderSource, cache_if_small
+from jaxsr.train.mesh import local_batch_size
 
 
 class Subset:
@@ -67,27 +66,15 @@ def hr_sources(d: ml_collections.ConfigDict) -> tuple[Any, Any]:
     return split_train_val(source, d.val_count)
 
 
-def local_batch_size(global_batch: int) -> int:
-    if global_batch % jax.process_count():
-        raise ValueError(f"config.data.batch_size={global_batch} must be divisible by the "
-                         f"number of processes ({jax.process_count()})")
-    return global_batch // jax.process_count()
-
-
 def train_iterator(d: ml_collections.ConfigDict, source: Any, scale: int, seed: int,
-                   paired: bool = True):
-    """(loader, iterator) yielding this process's share of each global batch; sets of at most
+                   paired: bool = True) -> pipeline.Batches:
+    """Checkpointable batches of this process's share of each global batch; sets of at most
     `d.cache_images` images are decoded once and kept in memory."""
     source = cache_if_small(source, d.cache_images)
-    kwargs = dict(batch_size=local_batch_size(d.batch_size), hr_patch=d.hr_patch, seed=seed,
+    kwargs = dict(batch_size=local_batch_size(d.batch_size, "config.data.batch_size"), hr_patch=d.hr_patch, seed=seed,
                   augment=d.augment, worker_count=d.worker_count)
     if paired:
         loader = pipeline.paired_loader(source, scale=scale, **kwargs)
     else:
         loader = pipeline.hr_loader(source, **kwargs)
-    return loader, iter(loader)
-
-
-def eval_pairs(source: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """Full-size (lr, hr, name) triples of a paired source."""
-    return [(r["lr"], r["hr"], str(r["name"])) for r in (source[i] for i in range(len(source)))]
+    return pipeline.Batches(loader)

@@ -6,13 +6,18 @@ uint8-rounded outputs, as published tables do.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
 from jaxsr import metrics
 from jaxsr.inference import restore_image
+from jaxsr.pixels import to_uint8
+from jaxsr.train.state import deployable_params
+from jaxsr.train.steps import make_apply_fn
+from jaxsr.train.writer import comparison_grid
 
 METRIC_NAMES = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 
@@ -30,10 +35,6 @@ def image_metrics(output: np.ndarray, target: np.ndarray, crop_border: int) -> d
 
 def mean_metrics(per_image: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in per_image])) for k in METRIC_NAMES}
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(img, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 def baseline_output(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -75,3 +76,41 @@ def evaluate_pairs(apply_fn: Callable[[jax.Array], jax.Array] | None,
         if len(outputs) < keep_outputs:
             outputs.append(out)
     return mean_metrics(per_image), per_image, outputs
+
+
+Pairs = Sequence[tuple[np.ndarray, np.ndarray, str]]
+
+
+class Evaluator:
+    """Evaluation of one network on fixed held-out pairs, for the loop and the final tables.
+
+    pairs: (lr uint8 (h, w, 3), hr uint8 (h*s, w*s, 3), name); eval_cfg: `config.eval` (tile,
+    overlap, batch_tiles, num_images). The forward pass is jitted once for all images.
+    """
+
+    def __init__(self, model, pairs: Pairs, scale: int, eval_cfg: Any):
+        self.pairs, self.scale, self.cfg = list(pairs), int(scale), eval_cfg
+        self._apply = make_apply_fn(model)
+
+    def baseline(self) -> dict[str, float]:
+        """Mean metrics of the identity (scale 1) or bicubic estimate."""
+        return evaluate_pairs(None, self.pairs, self.scale)[0]
+
+    def __call__(self, params: Any, keep: int = 0):
+        """(mean metrics, per-image metrics, the first `keep` uint8 outputs) of `params`."""
+        ev = self.cfg
+        return evaluate_pairs(functools.partial(self._apply, params), self.pairs, self.scale,
+                              tile=ev.tile, overlap=ev.overlap, batch_tiles=ev.batch_tiles,
+                              keep_outputs=keep)
+
+    def images(self, outputs: Sequence[np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+        """{prefix + name: LR | output | HR side by side} for the first len(outputs) pairs."""
+        return {f"{prefix}{name}": comparison_grid([lr, out, hr])
+                for (lr, hr, name), out in zip(self.pairs, outputs)}
+
+    def for_loop(self, prefix: str, use_ema: bool) -> Callable[[Any], tuple[dict, dict]]:
+        """`evaluate(state) -> (mean metrics, example images)` for `run_loop`."""
+        def evaluate(state):
+            mean, _, outs = self(deployable_params(state, use_ema), keep=self.cfg.num_images)
+            return mean, self.images(outs, prefix)
+        return evaluate

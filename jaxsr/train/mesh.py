@@ -37,11 +37,27 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.data.bat
                          f"use a multiple of {n}")
 
 
-def put_global_batch(local_batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
-    """Host-local numpy batch (this process's share) -> global jax.Arrays sharded over 'data'."""
-    sharding = batch_sharding(mesh, batch_axis)
+def local_batch_size(global_batch: int, what: str = "config.data.batch_size") -> int:
+    """This process's share of a global batch of `global_batch` (an error names `what`)."""
+    if global_batch % jax.process_count():
+        raise ValueError(f"{what}={global_batch} must be divisible by the number of processes "
+                         f"({jax.process_count()})")
+    return global_batch // jax.process_count()
+
+
+def put_batch(local_batch: Any, shardings: Any) -> Any:
+    """Host-local numpy batch (this process's share) -> global jax.Arrays. `shardings`: one
+    NamedSharding for every leaf, or a dict of them keyed like the batch."""
+    if isinstance(shardings, dict):
+        return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+                for k, v in local_batch.items()}
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+        lambda x: jax.make_array_from_process_local_data(shardings, np.asarray(x)), local_batch)
+
+
+def put_global_batch(local_batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
+    """Host-local numpy batch -> global jax.Arrays sharded over 'data' along `batch_axis`."""
+    return put_batch(local_batch, batch_sharding(mesh, batch_axis))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -1,4 +1,10 @@
-"""The train state pytree and the pieces of a train step every method shares."""
+"""The train state pytree and the updates every method's step makes.
+
+`params` is the deployable network (the one evaluated, EMA-averaged, exported, predicted with);
+`aux` holds named auxiliary networks (discriminators, encoders, decoders), each with its own
+parameters and optimizer state; `buffers` holds non-gradient state (momentum encoders, queues and
+their pointers, BatchNorm statistics). All of it checkpoints, resumes and shards as one pytree.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -10,13 +16,22 @@ import optax
 
 
 @flax.struct.dataclass
+class AuxNet:
+    """An auxiliary network: its parameters and its own optimizer state."""
+    params: Any
+    opt_state: Any
+
+
+@flax.struct.dataclass
 class TrainState:
     """Everything a checkpoint holds about the model.
 
     step: int32 scalar, optimizer steps taken (including skipped non-finite ones).
     params / ema_params: float32 parameter pytrees (ema_params == params when EMA is off).
     opt_state: the optax state. rng: PRNG key data (uint32 (2,)), folded with the step.
-    nonfinite: int32 count of steps whose loss or gradient was NaN/Inf (those updates are skipped).
+    nonfinite: int32 count of updates whose loss or gradient was NaN/Inf (those are skipped).
+    aux: {name: AuxNet} auxiliary networks (not deployed, never EMA-averaged).
+    buffers: {name: pytree} non-gradient state a method updates itself.
     """
     step: jax.Array
     params: Any
@@ -24,13 +39,24 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     nonfinite: jax.Array
+    aux: dict = flax.struct.field(default_factory=dict)
+    buffers: dict = flax.struct.field(default_factory=dict)
 
 
-def create_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+def create_state(params: Any, optimizer: optax.GradientTransformation, seed: int,
+                 aux: dict[str, tuple[Any, optax.GradientTransformation]] | None = None,
+                 buffers: dict[str, Any] | None = None) -> TrainState:
+    """A fresh state at step 0.
+
+    aux: {name: (params, optimizer)} auxiliary networks; buffers: {name: pytree} initial
+    non-gradient state."""
+    aux_nets = {name: AuxNet(params=p, opt_state=tx.init(p)) for name, (p, tx) in
+                (aux or {}).items()}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params),
                       rng=jax.random.key_data(jax.random.key(seed)),
-                      nonfinite=jnp.zeros((), jnp.int32))
+                      nonfinite=jnp.zeros((), jnp.int32), aux=aux_nets,
+                      buffers=dict(buffers or {}))
 
 
 def step_key(state: TrainState) -> jax.Array:
@@ -60,13 +86,22 @@ def apply_update(state: TrainState, grads: Any, loss: jax.Array,
     )
 
 
-def pixel_loss(pred: jax.Array, target: jax.Array, kind: str = "l1") -> jax.Array:
-    """Mean pixel loss between (B, H, W, 3) float images: 'l1', 'l2' or 'charbonnier'."""
-    diff = pred.astype(jnp.float32) - target.astype(jnp.float32)
-    if kind == "l1":
-        return jnp.mean(jnp.abs(diff))
-    if kind == "l2":
-        return jnp.mean(diff ** 2)
-    if kind == "charbonnier":
-        return jnp.mean(jnp.sqrt(diff ** 2 + 1e-6))
-    raise ValueError(f"config.train.loss={kind!r} is unknown; use 'l1', 'l2' or 'charbonnier'")
+def apply_aux_update(state: TrainState, name: str, grads: Any, loss: jax.Array,
+                     optimizer: optax.GradientTransformation) -> TrainState:
+    """Optimizer update of auxiliary network `name`; the step and the EMA stay as they are.
+
+    A non-finite loss/gradient skips this update and is counted in `nonfinite` like a skipped
+    main update, so the run stops with the same message."""
+    net = state.aux[name]
+    updates, opt_state = optimizer.update(grads, net.opt_state, net.params)
+    params = optax.apply_updates(net.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_net = AuxNet(params=keep(params, net.params), opt_state=keep(opt_state, net.opt_state))
+    return state.replace(aux={**state.aux, name: new_net},
+                         nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
+
+
+def deployable_params(state: TrainState, use_ema: bool) -> Any:
+    """The parameters evaluation and export use: the EMA ones when the run keeps an EMA."""
+    return state.ema_params if use_ema else state.params

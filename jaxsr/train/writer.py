@@ -15,6 +15,8 @@ from typing import Mapping
 import jax
 import numpy as np
 
+from jaxsr.pixels import to_uint8
+
 
 class MetricWriter:
     """Writes scalars (JSONL + TensorBoard) and images (PNG + TensorBoard) for one run."""
@@ -87,14 +89,6 @@ class ScopedWriter:
 
     def flush(self) -> None:
         self.parent.flush()
-
-
-def to_uint8(img) -> np.ndarray:
-    """(H, W, C) float in [0, 1] or uint8 -> uint8 (rounded, clipped)."""
-    img = np.asarray(img)
-    if img.dtype == np.uint8:
-        return img
-    return np.clip(np.round(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 def comparison_grid(columns: list[np.ndarray], pad: int = 4) -> np.ndarray:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
 from jaxsr.data import pipeline
 from jaxsr.data.sources import ImageFolderSource, PairedFolderSource, cache_if_small
 from jaxsr.train.data import Subset, resolve_dir
+from jaxsr.train.mesh import local_batch_size
 
 
 @dataclasses.dataclass
@@ -89,31 +89,25 @@ class JointIterator:
         self.target = pipeline.restore_iterator(self.target_loader, state["target"])
 
 
-def local_share(global_size: int, what: str) -> int:
-    if global_size % jax.process_count():
-        raise ValueError(f"{what}={global_size} must be divisible by the number of processes "
-                         f"({jax.process_count()})")
-    return global_size // jax.process_count()
-
-
 def joint_iterator(d: ml_collections.ConfigDict, split: TargetSplit, num_tasks: int,
                    per_task: int, scale: int, seed: int) -> JointIterator:
     """Aux HR crops for K tasks x `per_task` images plus a batch of few-shot target crops."""
-    aux = pipeline.hr_loader(aux_source(d), batch_size=num_tasks * local_share(
+    aux = pipeline.hr_loader(aux_source(d), batch_size=num_tasks * local_batch_size(
         per_task, "config.data.batch_size"), hr_patch=d.hr_patch, seed=seed,
         worker_count=d.worker_count)
-    target = pipeline.paired_loader(split.shots, batch_size=local_share(
+    target = pipeline.paired_loader(split.shots, batch_size=local_batch_size(
         d.target_batch, "config.data.target_batch"), hr_patch=d.hr_patch, scale=scale,
         seed=seed + 1, worker_count=d.worker_count)
     return JointIterator(aux, target, num_tasks)
 
 
-def target_iterator(d: ml_collections.ConfigDict, split: TargetSplit, scale: int, seed: int):
-    """(loader, iterator) over few-shot target crops for fine-tuning (supervised batches)."""
-    loader = pipeline.paired_loader(split.shots, batch_size=local_share(
+def target_iterator(d: ml_collections.ConfigDict, split: TargetSplit, scale: int,
+                    seed: int) -> pipeline.Batches:
+    """Checkpointable batches of few-shot target crops for fine-tuning (supervised batches)."""
+    loader = pipeline.paired_loader(split.shots, batch_size=local_batch_size(
         d.finetune_batch, "config.data.finetune_batch"), hr_patch=d.hr_patch, scale=scale,
         seed=seed + 2, worker_count=d.worker_count)
-    return loader, iter(loader)
+    return pipeline.Batches(loader)
 
 
 def target_lr_crops(split: TargetSplit, size: int, per_image: int, seed: int) -> np.ndarray:

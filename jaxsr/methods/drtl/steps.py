@@ -21,13 +21,11 @@ from jaxsr.degradations import synthesize_tasks
 from jaxsr.methods.drtl.maml import meta_grads
 from jaxsr.methods.drtl.reweight import (get_weights, gradient_weights, per_task_grads,
                                          set_weights, weighted_sum)
-from jaxsr.train.state import TrainState, apply_update, pixel_loss, step_key
+from jaxsr.pixels import to_float
+from jaxsr.losses import pixel_loss
+from jaxsr.train.state import TrainState, apply_update, step_key
 
 LossFn = Callable[[dict, dict], jax.Array]
-
-
-def to_float(images: jax.Array) -> jax.Array:
-    return images.astype(jnp.float32) / 255.0
 
 
 def sr_loss(model, kind: str) -> LossFn:

@@ -12,10 +12,11 @@ Phases (each resumable; re-running the same command continues where it stopped):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import logging
 import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxsr.checkpoint import Checkpointer, abstract_like
 from jaxsr.data import pipeline
+from jaxsr.deployable import Deployable
 from jaxsr.degradations import default_auxiliary_tasks, get_task, synthesize_tasks
 from jaxsr.methods.drtl import data as drtl_data
 from jaxsr.methods.drtl import steps as drtl_steps
@@ -33,13 +34,12 @@ from jaxsr.methods.drtl.relation import DistortionRelationNet, knowledge_graph, 
 from jaxsr.methods.drtl.reweight import (embedding_weights, get_weights, relation_weighted_sum,
                                          uniform_weights)
 from jaxsr.model_factory import build_model, init_params
-from jaxsr.train import evaluate as eval_lib
 from jaxsr.train import mesh as mesh_lib
-from jaxsr.train.loop import LoopConfig, run_loop
+from jaxsr.train.evaluate import Evaluator
+from jaxsr.train.harness import Run
 from jaxsr.train.optim import make_optimizer
-from jaxsr.train.state import create_state
-from jaxsr.train.supervised import compile_step, make_apply_fn, make_train_step
-from jaxsr.train.writer import MetricWriter, comparison_grid
+from jaxsr.train.state import create_state, deployable_params
+from jaxsr.train.steps import make_train_step
 
 GRAPH_JSON, GRAPH_PNG = "relation_graph.json", "relation_graph.png"
 PIPELINES = ("pretrain", "meta", "none")
@@ -136,28 +136,21 @@ def format_weights(names, weights) -> str:
 
 
 # ------------------------------------------------------------------------------- phases
+@dataclasses.dataclass
+class Context:
+    """What every DRTL phase shares: the run, the SR model, the task names, the target split."""
+    config: ml_collections.ConfigDict
+    run: Run
+    model: Any
+    names: list[str]
+    split: drtl_data.TargetSplit
+
+
 def _batch_shardings(mesh, shard: str):
     """Shardings for the joint batch: aux (K, B, ...) over tasks or batch; target over batch."""
     aux_axis = 0 if shard == "task" else 1
     return {"aux_hr": mesh_lib.batch_sharding(mesh, aux_axis),
             "target_lr": mesh_lib.batch_sharding(mesh), "target_hr": mesh_lib.batch_sharding(mesh)}
-
-
-def _put(batch: dict, shardings: dict) -> dict:
-    return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
-            for k, v in batch.items()}
-
-
-def _resume(checkpointer: Checkpointer, state, iterator, name: str, num_steps: int):
-    """Restores the newest checkpoint; the data position only matters for an unfinished phase
-    (a finished, shared transfer may be reused with another target split)."""
-    if checkpointer.latest_step() is None:
-        return state
-    state, data_state, meta = checkpointer.restore(None, abstract_like(state))
-    if data_state and meta["step"] < num_steps:
-        iterator.set_state(data_state)
-    logging.info("%s: resumed from step %d", name, meta["step"])
-    return state
 
 
 def warm_start_steps(config) -> int:
@@ -174,142 +167,97 @@ def warm_start_steps(config) -> int:
     return max(0, min(int(round(fraction * num_steps)), num_steps - 1))
 
 
-def transfer_phase(config, workdir, model, params, names, weights, split, mesh, writer):
+def transfer_phase(ctx: Context, params, weights):
     """DRTL-P or DRTL-M from `params`; returns (transferred parameters, final weights (K,)).
 
     DRTL-M with `meta.pretrain_fraction` > 0 first pre-trains (relation-weighted, checkpoints
     under `transfer_warmstart/`) and meta-learns from there for the remaining steps: MZSR's
     meta-transfer learning, which keeps MAML from settling at the identity mapping."""
+    config = ctx.config
     warm = warm_start_steps(config)
-    total = config.transfer.num_steps
     if warm:
-        params, weights = _transfer(config, workdir, model, params, names, weights, split, mesh,
-                                    writer, pipeline="pretrain", num_steps=warm,
+        params, weights = _transfer(ctx, params, weights, pipeline="pretrain", num_steps=warm,
                                     name="transfer_warmstart", seed=config.seed)
     # A warm-started MAML phase draws fresh data and step keys (not the warm-up's again).
-    return _transfer(config, workdir, model, params, names, weights, split, mesh, writer,
-                     pipeline=config.drtl.pipeline, num_steps=total - warm, name="transfer",
+    return _transfer(ctx, params, weights, pipeline=config.drtl.pipeline,
+                     num_steps=config.transfer.num_steps - warm, name="transfer",
                      seed=config.seed + (2 if warm else 0))
 
 
-def _transfer(config, workdir, model, params, names, weights, split, mesh, writer, *,
-              pipeline: str, num_steps: int, name: str, seed: int):
+def _transfer(ctx: Context, params, weights, *, pipeline: str, num_steps: int, name: str,
+              seed: int):
     """`num_steps` relation-weighted steps of `pipeline` ('pretrain' | 'meta'), checkpointed
     under `workdir/name`; returns (parameters, final weights (K,))."""
-    tc, K = config.transfer, len(names)
-    base, _ = make_optimizer(tc.optim, num_steps)
+    config, K = ctx.config, len(ctx.names)
+    base, _ = make_optimizer(config.transfer.optim, num_steps)
     optimizer = optax.with_extra_args_support(
         optax.chain(relation_weighted_sum(weights=weights), base))
-    state = jax.device_put(create_state(params, optimizer, seed), mesh_lib.replicated(mesh))
-    shardings = _batch_shardings(mesh, config.drtl.shard)
     mesh_lib.check_batch_size(config.data.batch_size if config.drtl.shard == "batch" else K,
-                              mesh, "config.data.batch_size (or K with drtl.shard='task')")
+                              ctx.run.mesh, "config.data.batch_size (or K with drtl.shard='task')")
     per_task = config.data.batch_size * (2 if pipeline == "meta" else 1)
-    batches = drtl_data.joint_iterator(config.data, split, K, per_task, config.model.scale, seed)
-    ckpt = Checkpointer(workdir / name, keep=config.train.keep_checkpoints, best_metric=None)
-    state = _resume(ckpt, state, batches, name, num_steps)
     build = drtl_steps.make_meta_step if pipeline == "meta" else drtl_steps.make_pretrain_step
-    step = compile_step(build(model, optimizer, config, names), mesh, mesh_lib.replicated(mesh),
-                        shardings)
-    loop = LoopConfig(num_steps=num_steps, log_every=config.train.log_every,
-                      eval_every=10 ** 12, checkpoint_every=config.train.checkpoint_every,
-                      description=f"DRTL-{'M' if pipeline == 'meta' else 'P'} "
-                                  f"({config.relation.mode})", vector_labels=tuple(names))
-    state, _ = run_loop(state=state, train_step=step, batches=batches,
-                        put_batch=functools.partial(_put, shardings=shardings),
-                        data_state=batches.get_state, loop=loop, checkpointer=ckpt,
-                        writer=writer.scoped(f"{name}/"), config=config)
-    ckpt.close()
+    state, _ = ctx.run.phase(
+        name, state=create_state(params, optimizer, seed),
+        step_fn=build(ctx.model, optimizer, config, ctx.names),
+        batches=drtl_data.joint_iterator(config.data, ctx.split, K, per_task,
+                                         config.model.scale, seed),
+        num_steps=num_steps, batch_sharding=_batch_shardings(ctx.run.mesh, config.drtl.shard),
+        description=f"DRTL-{'M' if pipeline == 'meta' else 'P'} ({config.relation.mode})",
+        vector_labels=tuple(ctx.names))
     final_w = np.asarray(jax.device_get(get_weights(state.opt_state)))
     if config.relation.mode == "gradient":
         logging.info("%s: final gradient-relation weights: %s", name,
-                     format_weights(names, final_w))
-    return (state.ema_params if config.train.ema_decay > 0 else state.params), final_w
+                     format_weights(ctx.names, final_w))
+    return deployable_params(state, config.train.ema_decay > 0), final_w
 
 
-def finetune_phase(config, workdir, model, params, split, mesh, writer, evaluate):
+def finetune_phase(ctx: Context, params, evaluator: Evaluator):
     """Fine-tunes on the few-shot target pairs; returns the fine-tuned parameters."""
-    fc = config.finetune
+    config, fc = ctx.config, ctx.config.finetune
     optimizer, _ = make_optimizer(fc.optim, fc.num_steps)
-    state = jax.device_put(create_state(params, optimizer, config.seed + 1),
-                           mesh_lib.replicated(mesh))
-    loader, batches = drtl_data.target_iterator(config.data, split, config.model.scale,
-                                                config.seed)
-    ckpt = Checkpointer(workdir / "finetune", keep=config.train.keep_checkpoints,
-                        best_metric="psnr_y")
-    if ckpt.latest_step() is not None:
-        state, data_state, meta = ckpt.restore(None, abstract_like(state))
-        batches = pipeline.restore_iterator(loader, data_state["iterator"])
-        logging.info("finetune: resumed from step %d", meta["step"])
-    step = compile_step(make_train_step(model, optimizer, config.train.loss, fc.ema_decay), mesh,
-                        mesh_lib.replicated(mesh))
-    loop = LoopConfig(num_steps=fc.num_steps, log_every=config.train.log_every,
-                      eval_every=fc.eval_every, checkpoint_every=config.train.checkpoint_every,
-                      description="fine-tune")
-    state, _ = run_loop(
-        state=state, train_step=step, batches=batches,
-        put_batch=functools.partial(mesh_lib.put_global_batch, mesh=mesh),
-        data_state=lambda: {"iterator": pipeline.iterator_state(batches)}, loop=loop,
-        checkpointer=ckpt, writer=writer.scoped("finetune/"),
-        evaluate=lambda st: evaluate(st.ema_params if fc.ema_decay > 0 else st.params),
-        config=config)
-    ckpt.close()
-    return state.ema_params if fc.ema_decay > 0 else state.params
+    state, _ = ctx.run.phase(
+        "finetune", state=create_state(params, optimizer, config.seed + 1),
+        step_fn=make_train_step(ctx.model, optimizer, config.train.loss, fc.ema_decay),
+        batches=drtl_data.target_iterator(config.data, ctx.split, config.model.scale,
+                                          config.seed),
+        num_steps=fc.num_steps, evaluate=evaluator.for_loop("finetune/", fc.ema_decay > 0),
+        eval_every=fc.eval_every, best_metric="psnr_y", description="fine-tune")
+    return deployable_params(state, fc.ema_decay > 0)
 
 
 # ------------------------------------------------------------------------------- entry point
+def deployable(config: ml_collections.ConfigDict) -> Deployable:
+    """The deployed network: the fine-tuned `config.model` in `workdir/finetune/`."""
+    return Deployable.of(config.model, folder="finetune", use_ema=config.finetune.ema_decay > 0,
+                         method="drtl")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs DRTL end to end per `config` in `workdir`; returns the summary dict."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     if config.drtl.pipeline not in PIPELINES:
         raise ValueError(f"config.drtl.pipeline={config.drtl.pipeline!r}; use one of {PIPELINES}")
+    run = Run(config, workdir)
+    run.describe(deployable(config))
     scale = int(config.model.scale)
-    mesh = mesh_lib.make_mesh()
     names = task_names(config)
     split = drtl_data.split_target(config.data, scale)
     logging.info("target: %s", drtl_data.describe(split))
-    pairs = [(r["lr"], r["hr"], str(r["name"]))
-             for r in (split.heldout[i] for i in range(len(split.heldout)))]
-    writer = MetricWriter(workdir)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-
     model = build_model(config.model)
-    apply = make_apply_fn(model, mesh)
-    ev = config.eval
-
-    def evaluate(params, keep: int = 0):
-        mean, per_image, outs = eval_lib.evaluate_pairs(
-            functools.partial(apply, params), pairs, scale, tile=ev.tile,
-            overlap=ev.overlap, batch_tiles=ev.batch_tiles, keep_outputs=keep)
-        return mean, per_image, outs
-
-    def evaluate_for_loop(params):
-        mean, _, outs = evaluate(params, keep=ev.num_images)
-        return mean, {f"finetune/{pairs[i][2]}": comparison_grid([pairs[i][0], outs[i],
-                                                                 pairs[i][1]])
-                      for i in range(len(outs))}
-
-    baseline, _, _ = eval_lib.evaluate_pairs(None, pairs, scale)
-    weights = relation_phase(config, workdir, split, names)
+    ctx = Context(config=config, run=run, model=model, names=names, split=split)
+    evaluator = Evaluator(model, pipeline.eval_pairs(split.heldout), scale, config.eval)
+    baseline = evaluator.baseline()
+    weights = relation_phase(config, run.workdir, split, names)
     logging.info("relation weights (%s, tau=%g): %s", config.relation.mode, config.relation.tau,
                  format_weights(names, weights))
 
-    lr_patch = config.data.hr_patch // scale
-    params = init_params(model, jax.random.key(config.seed), lr_patch)
+    params = init_params(model, jax.random.key(config.seed), config.data.hr_patch // scale)
     final_weights = weights
     if config.drtl.pipeline != "none":
-        params, final_weights = transfer_phase(config, workdir, model, params, names, weights,
-                                               split, mesh, writer)
-    before, _, _ = evaluate(params)
-    params = finetune_phase(config, workdir, model, params, split, mesh, writer,
-                            evaluate_for_loop)
-    after, per_image, outs = evaluate(params, keep=len(pairs))
-    if jax.process_index() == 0:
-        for (lr, hr, name), out in zip(pairs, outs):
-            writer.write_images(config.finetune.num_steps,
-                                {f"final/{name}": comparison_grid([lr, out, hr])})
+        params, final_weights = transfer_phase(ctx, params, weights)
+    before, _, _ = evaluator(params)
+    params = finetune_phase(ctx, params, evaluator)
+    after, per_image, outs = evaluator(params, keep=len(evaluator.pairs))
+    run.writer.write_images(config.finetune.num_steps, evaluator.images(outs, "final/"))
     summary = {
         "pipeline": config.drtl.pipeline, "relation_mode": config.relation.mode,
         "shots": split.shot_names, "heldout": split.heldout_names,
@@ -318,10 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "baseline": baseline, "before_finetune": before, "after_finetune": after,
         "per_image": per_image,
     }
-    if jax.process_index() == 0:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    _print_table(config, summary, scale, len(pairs))
-    writer.close()
+    run.finish(summary)
+    _print_table(config, summary, scale, len(evaluator.pairs))
     return summary
 
 
