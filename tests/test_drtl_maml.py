@@ -207,37 +207,6 @@ def test_task_maps_and_hessian_modes_equal_vmap_hvp(x64, option):
     assert _tree_rel_diff(g, g_vmap) < 1e-10
 
 
-def test_meta_step_update_and_no_retrace():
-    _, params, sup, qry, loss_fn = _setup(jnp.float32, seed=4)
-    cfg = {"inner_lr": 0.1, "num_inner_steps": 2, "first_order": False, "task_map": "vmap"}
-    lr = 0.05
-    tx = optax.chain(relation_weighted_sum(num_tasks=K), optax.sgd(lr))
-    w = jnp.array([0.5, 0.3, 0.2], jnp.float32)
-
-    # Reference update from meta_grads directly: theta - lr * sum_k w_k g_k (numpy combination).
-    g, losses = jax.jit(lambda p: maml.meta_grads(loss_fn, p, sup, qry, inner_lr=0.1,
-                                                  num_inner_steps=2))(params)
-    ref = jax.tree_util.tree_map(
-        lambda p, gk: np.asarray(p) - lr * np.einsum("k,k...->...", np.asarray(w), np.asarray(gk)),
-        params, g)
-
-    # Same jit + donation as make_meta_step(jit=True), with a trace counter around the step.
-    raw = maml.make_meta_step(loss_fn, tx, cfg, jit=False)
-    step = jax.jit(chex.assert_max_traces(raw, n=1), donate_argnums=(0, 1))
-    p = jax.tree_util.tree_map(jnp.copy, params)
-    s = tx.init(p)
-    p, s, m = step(p, s, sup, qry, w)
-    assert _tree_rel_diff(p, ref) < 1e-5
-    np.testing.assert_allclose(m["query_losses"], losses, rtol=1e-5)
-    np.testing.assert_allclose(m["loss"], np.sum(np.asarray(w) * np.asarray(losses)), rtol=1e-5)
-    # Further calls with fresh data / weights must not retrace (assert_max_traces raises if so).
-    for i in range(3):
-        sup_i = jax.tree_util.tree_map(lambda x: x + 0.01 * (i + 1), sup)
-        p, s, m = step(p, s, sup_i, qry, w[::-1])
-    assert step._cache_size() == 1
-    assert np.isfinite(float(m["loss"]))
-
-
 def test_meta_config_errors_and_defaults():
     assert maml.meta_config(None) == maml.MetaConfig()
     assert maml.meta_config({"num_inner_steps": 2}).num_inner_steps == 2

@@ -195,18 +195,3 @@ def test_embedding_weights_hand_check_and_uniform():
     np.testing.assert_allclose(rw.relation_weights("uniform", num_tasks=3), np.full(3, 1 / 3))
     with pytest.raises(ValueError, match="relation.mode='bogus'"):
         rw.relation_weights("bogus", num_tasks=3)
-
-
-def test_multitask_step_matches_gradient_of_weighted_loss():
-    params, batches = _quad_setup(2)
-    w = jnp.array([0.4, 0.3, 0.2, 0.1])
-    tx = optax.chain(rw.relation_weighted_sum(num_tasks=K), optax.sgd(0.5))
-    step = rw.make_multitask_step(_quad_loss, tx, donate=False)
-    new_params, _, metrics = step(params, tx.init(params), batches, w)
-    # Reference: gradient of the weighted total loss (Python loop over tasks), plain SGD step.
-    total = lambda p: sum(w[k] * _quad_loss(p, jax.tree_util.tree_map(lambda x: x[k], batches))
-                          for k in range(K))
-    g = jax.grad(total)(params)
-    ref = jax.tree_util.tree_map(lambda p, d: p - 0.5 * d, params, g)
-    _assert_tree_close(new_params, ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(metrics["loss"], total(params), rtol=1e-5)

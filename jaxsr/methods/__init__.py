@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from jaxsr.deployable import Deployable
 
 METHODS = {
     "supervised": "jaxsr.methods.supervised",
@@ -26,6 +29,6 @@ def get(name: str) -> Callable:
     return _module(name).train_and_evaluate
 
 
-def deployable(config) -> "Deployable":  # noqa: F821 (jaxsr.deployable.Deployable)
+def deployable(config) -> "Deployable":
     """The network a run of `config` deploys (for runs made before deployable.json existed)."""
     return _module(config.get("method", "supervised")).deployable(config)

@@ -9,9 +9,11 @@ backward pass through the inner steps with forward-over-reverse Hessian-vector p
 come back stacked (leading K axis) so `relation_weighted_sum` can combine them before the outer
 optimizer:
 
-    tx = optax.chain(relation_weighted_sum(num_tasks=K), optax.adam(1e-4))
-    step = make_meta_step(loss_fn, tx, MetaConfig(inner_lr=1e-2, num_inner_steps=5))
-    params, opt_state, metrics = step(params, opt_state, supports, queries, weights)
+    grads, query_losses = meta_grads(loss_fn, params, supports, queries, inner_lr=1e-2,
+                                     num_inner_steps=5)
+
+The train step that feeds them to the relation-weighted optimizer is
+`jaxsr.methods.drtl.steps.make_meta_step`.
 
 `loss_fn(params, batch) -> scalar` is any differentiable loss (e.g. L1 of `model.apply(params,
 batch['lr'])` against `batch['hr']`). Batches are arbitrary pytrees; task-stacked batches have a
@@ -25,10 +27,8 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxsr.methods.drtl.reweight import (TASK_MAP_CHOICES, get_weights, map_over_tasks,
-                                         weighted_sum)
+from jaxsr.methods.drtl.reweight import TASK_MAP_CHOICES, map_over_tasks
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
@@ -185,39 +185,3 @@ def meta_config(cfg: Any = None) -> MetaConfig:
     if out.hessian not in HESSIANS:
         raise ValueError(f"meta.hessian={out.hessian!r} is unknown; use 'hvp' or 'autodiff'.")
     return out
-
-
-def make_meta_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, cfg: Any = None, *,
-                   jit: bool = True, donate: bool = True) -> Callable:
-    """One relation-weighted MAML outer step (DRTL-M).
-
-    Args:
-      loss_fn: `loss_fn(params, batch) -> scalar`.
-      optimizer: must begin with `relation_weighted_sum`, e.g.
-        `optax.chain(relation_weighted_sum(num_tasks=K), optax.adam(lr))`.
-      cfg: `MetaConfig`, mapping or ConfigDict with inner_lr, num_inner_steps, first_order, remat,
-        task_map, hessian (missing keys take the `MetaConfig` defaults).
-      jit: return a `jax.jit`-ed step; `donate`: donate params and opt_state buffers.
-    Returns:
-      `step(params, opt_state, supports, queries, weights=None) -> (params, opt_state, metrics)`;
-      supports/queries have a leading K axis; `weights` `(K,)` overrides the weights in opt_state.
-      metrics: `query_losses (K,)`, `loss` (= sum_k w_k query_loss_k), `weights (K,)`,
-      `meta_grad_norm` (global norm of sum_k w_k g_k).
-    """
-    c = meta_config(cfg)
-    optimizer = optax.with_extra_args_support(optimizer)
-
-    def step(params, opt_state, supports, queries, weights=None):
-        grads, losses = meta_grads(loss_fn, params, supports, queries, inner_lr=c.inner_lr,
-                                   num_inner_steps=c.num_inner_steps, first_order=c.first_order,
-                                   remat=c.remat, task_map=c.task_map, hessian=c.hessian)
-        w = get_weights(opt_state) if weights is None else jnp.asarray(weights, jnp.float32)
-        updates, opt_state = optimizer.update(grads, opt_state, params, task_weights=w)
-        params = optax.apply_updates(params, updates)
-        metrics = {"query_losses": losses, "loss": jnp.sum(w * losses), "weights": w,
-                   "meta_grad_norm": optax.tree.norm(weighted_sum(grads, w))}
-        return params, opt_state, metrics
-
-    if jit:
-        return jax.jit(step, donate_argnums=(0, 1) if donate else ())
-    return step

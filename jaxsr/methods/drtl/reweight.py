@@ -285,32 +285,3 @@ def get_weights(state: PyTree) -> jax.Array:
     if not found:
         raise ValueError("get_weights: no RelationWeightState in this optimizer state.")
     return found[0].weights
-
-
-# --------------------------------------------------------------------------- DRTL-P step
-def make_multitask_step(loss_fn: Callable[[PyTree, PyTree], jax.Array],
-                        optimizer: optax.GradientTransformation, *, task_map: str = "vmap",
-                        jit: bool = True, donate: bool = True) -> Callable:
-    """Relation-weighted multi-task step (DRTL-P pre-training).
-
-    Returns `step(params, opt_state, task_batches, weights=None) -> (params, opt_state, metrics)`:
-    per-task grads (one vmap over K) -> `optimizer.update(grads, state, params,
-    task_weights=weights)` -> `optax.apply_updates`. `optimizer` must start with
-    `relation_weighted_sum`. `weights=None` uses the weights in `opt_state`.
-    metrics: `task_losses (K,)`, `loss` (weighted mean), `weights (K,)`, `grad_norm`.
-    With `jit=True` the step is `jax.jit`-ed, donating params and opt_state when `donate`.
-    """
-    optimizer = optax.with_extra_args_support(optimizer)
-
-    def step(params, opt_state, task_batches, weights=None):
-        grads, losses = per_task_grads(loss_fn, params, task_batches, task_map=task_map)
-        w = get_weights(opt_state) if weights is None else jnp.asarray(weights, jnp.float32)
-        updates, opt_state = optimizer.update(grads, opt_state, params, task_weights=w)
-        params = optax.apply_updates(params, updates)
-        metrics = {"task_losses": losses, "loss": jnp.sum(w * losses), "weights": w,
-                   "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
-        return params, opt_state, metrics
-
-    if jit:
-        return jax.jit(step, donate_argnums=(0, 1) if donate else ())
-    return step
