@@ -20,6 +20,7 @@ Examples:
 """
 import ml_collections
 
+from jaxsr import config_blocks as blocks
 from jaxsr.config_util import finalize, parse_variant
 
 VARIANTS = ("pretrain", "meta", "targetonly", "embedding", "gradient", "uniform", "same", "x2",
@@ -30,25 +31,13 @@ DEFAULT_TASKS = ("bicubic", "gaussian_blur", "aniso_gaussian_blur", "defocus_blu
                  "gaussian_noise", "jpeg", "rain", "haze")
 
 
-def _optim(lr, schedule="cosine", warmup=0):
-    return ml_collections.ConfigDict({
-        "name": "adam", "lr": lr, "b1": 0.9, "b2": 0.99, "eps": 1e-8, "weight_decay": 0.0,
-        "schedule": schedule, "milestones": (0.5, 0.75), "gamma": 0.5, "restarts": 4,
-        "min_lr_ratio": 0.05, "warmup_steps": warmup, "grad_clip": 0.0})
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     v = parse_variant(arg, VARIANTS)
     c = ml_collections.ConfigDict()
     c.method = "drtl"
     c.seed = 0
 
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "edsr"
-    c.model.scale = 1
-    c.model.dtype = "float32"
-    c.model.global_residual = True
-    c.model.kwargs = ml_collections.ConfigDict({"num_blocks": 4, "features": 32})
+    c.model = blocks.model()
 
     c.drtl = ml_collections.ConfigDict()
     c.drtl.pipeline = "pretrain"          # 'pretrain' (DRTL-P) | 'meta' (DRTL-M) | 'none'
@@ -99,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.transfer = ml_collections.ConfigDict()
     c.transfer.num_steps = 300
-    c.transfer.optim = _optim(5e-4, warmup=10)
+    c.transfer.optim = blocks.optim(5e-4, warmup=10)
 
     c.meta = ml_collections.ConfigDict()
     c.meta.inner_lr = 1e-2
@@ -114,22 +103,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.num_steps = 200
-    c.finetune.optim = _optim(2e-4)
+    c.finetune.optim = blocks.optim(2e-4)
     c.finetune.ema_decay = 0.0
     c.finetune.eval_every = 100
 
-    c.train = ml_collections.ConfigDict()
-    c.train.loss = "l1"
-    c.train.ema_decay = 0.0
-    c.train.log_every = 25
-    c.train.checkpoint_every = 100
-    c.train.keep_checkpoints = 2
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.tile = 128
-    c.eval.overlap = 16
-    c.eval.batch_tiles = 4
-    c.eval.num_images = 2
+    c.train = blocks.train()
+    c.eval = blocks.evaluation()
 
     for name in ("pretrain", "meta"):
         if v.get(name):
@@ -165,11 +144,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.relation.pool_size = 4096
         c.relation.batch_per_task = 16
         c.transfer.num_steps = 100_000
-        c.transfer.optim = _optim(2e-4, schedule="multistep", warmup=1000)
+        c.transfer.optim = blocks.optim(2e-4, schedule="multistep", warmup=1000)
         c.transfer.optim.milestones = (0.5, 0.8)
         c.meta.num_inner_steps = 5
         c.finetune.num_steps = 5000
-        c.finetune.optim = _optim(5e-5)
+        c.finetune.optim = blocks.optim(5e-5)
         c.finetune.eval_every = 1000
         c.train.log_every = 100
         c.train.checkpoint_every = 2000

@@ -16,6 +16,7 @@ Examples:
 """
 import ml_collections
 
+from jaxsr import config_blocks as blocks
 from jaxsr.config_util import finalize, parse_variant
 
 VARIANTS = ("tiny", "paper", "x2", "x3", "x4", "synthetic")
@@ -27,12 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.method = "supervised"
     c.seed = 0
 
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "edsr"
-    c.model.scale = 1
-    c.model.dtype = "float32"
-    c.model.global_residual = True
-    c.model.kwargs = ml_collections.ConfigDict({"num_blocks": 4, "features": 32})
+    c.model = blocks.model()
 
     c.data = ml_collections.ConfigDict()
     c.data.sample = "city100_nikon"      # shipped sample used when train_dir is empty
@@ -49,36 +45,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.synthetic_tasks = ()
     c.data.mode = "down"                 # synthetic tasks: 'down' (LR smaller) or 'same'
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"
-    c.optim.lr = 5e-4
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.99
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.0
-    c.optim.schedule = "cosine"
-    c.optim.milestones = (0.5, 0.75)
-    c.optim.gamma = 0.5
-    c.optim.restarts = 4
-    c.optim.min_lr_ratio = 0.01
-    c.optim.warmup_steps = 20
-    c.optim.grad_clip = 0.0
-
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 600
-    c.train.loss = "l1"
-    c.train.ema_decay = 0.99
-    c.train.log_every = 25
-    c.train.eval_every = 200
-    c.train.checkpoint_every = 200
-    c.train.keep_checkpoints = 3
-    c.train.best_metric = "psnr_y"
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.tile = 128
-    c.eval.overlap = 16
-    c.eval.batch_tiles = 4
-    c.eval.num_images = 2
+    c.optim = blocks.optim(5e-4, warmup=20, min_lr_ratio=0.01)
+    c.train = blocks.train(checkpoint_every=200, keep_checkpoints=3, ema_decay=0.99,
+                           num_steps=600, eval_every=200, best_metric="psnr_y")
+    c.eval = blocks.evaluation()
 
     if v.get("x2") or v.get("x3") or v.get("x4") or v.get("synthetic"):
         c.data.sample = "clean_hr"
