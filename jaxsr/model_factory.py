@@ -23,15 +23,16 @@ class GlobalResidual(nn.Module):
     scale: int
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (B, h, w, 3) float32 in [0, 1] -> (B, h*s, w*s, 3) float32."""
+    def __call__(self, x: jax.Array, **side_inputs) -> jax.Array:
+        """x: (B, h, w, 3) float32 in [0, 1] -> (B, h*s, w*s, 3) float32. `side_inputs`
+        (e.g. `features=`, `code=` of a U-Net or NAFNet) go to the network unchanged."""
         base = x
         if self.scale > 1:
             from jaxsr.imresize import imresize
             b, h, w, c = x.shape
             base = imresize(x, output_shape=(h * self.scale, w * self.scale))
         gain = self.param("residual_gain", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
-        return base + gain * self.net(x).astype(jnp.float32)
+        return base + gain * self.net(x, **side_inputs).astype(jnp.float32)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
@@ -47,6 +48,27 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
     if model_cfg.get("global_residual", False):
         return GlobalResidual(net=net, scale=int(model_cfg.scale))
     return net
+
+
+def build_side_model(side_cfg) -> nn.Module:
+    """The Flax module for a side network (discriminator, encoder; see
+    `jaxsr.models.side_names()`) from a ConfigDict / mapping with fields name, dtype ('float32' |
+    'bfloat16', default float32) and kwargs (network fields). Side networks take no `scale`;
+    their `apply` signatures are in `jaxsr.models.side`."""
+    from jaxsr import models
+    allowed = ("name", "dtype", "kwargs")
+    extra = sorted(set(side_cfg.keys()) - set(allowed))
+    if extra:
+        raise ValueError(f"side network config has unknown fields {extra}; use only "
+                         f"{list(allowed)} and put network fields (widths, ...) into kwargs")
+    if "name" not in side_cfg:
+        raise ValueError(f"side network config needs a name, one of {models.side_names()}")
+    dtype_name = side_cfg.get("dtype", "float32")
+    if dtype_name not in DTYPES:
+        raise ValueError(f"side network {side_cfg['name']!r}: dtype={dtype_name!r} is unknown; "
+                         f"use one of {list(DTYPES)}")
+    kwargs = dict(side_cfg.get("kwargs", None) or {})
+    return models.create_side(side_cfg["name"], dtype=DTYPES[dtype_name], **kwargs)
 
 
 def init_params(model: nn.Module, rng: jax.Array, lr_patch: int) -> dict:

@@ -10,12 +10,11 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from jaxsr.data import builders  # noqa: E402
-from jaxsr.imageio import PairMismatchError  # noqa: E402
+from jaxsr.data import builders
+from jaxsr.imageio import PairMismatchError
 
 RNG = np.random.default_rng(2024)
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -3,16 +3,13 @@
 Gradient checks run in float64 (inside `jax.enable_x64(True)`) against central finite differences
 of the full MAML objective, inner loop included.
 """
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxsr.methods.drtl import maml
-from jaxsr.methods.drtl.reweight import relation_weighted_sum
 
 K = 3
 INNER_LR = 0.2

@@ -3,11 +3,13 @@ import json
 import pathlib
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
 from jaxsr import samples
 from jaxsr.data import pipeline as P
+from jaxsr.data import sources
 
 
 def _paired_source(scale, sizes, seed=0):
@@ -127,7 +129,6 @@ def test_restore_rejects_state_of_a_different_loader():
 
 
 def test_orbax_checkpoint_manager_roundtrip(tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
     make = lambda: P.hr_loader(_constant_source(5), batch_size=2, hr_patch=4, seed=2)
     it = iter(make())
     for _ in range(3):
@@ -263,7 +264,6 @@ def test_loader_on_shipped_city100_samples_keeps_pairs_aligned():
 
 
 def test_loader_over_paired_folder_source_matches_local_reader():
-    sources = pytest.importorskip("jaxsr.data.sources")
     root = samples.path("city100_nikon")
     theirs, ours = sources.PairedFolderSource(root), _LocalPairs(root)
     assert len(theirs) == len(ours)
@@ -279,7 +279,6 @@ def test_loader_over_paired_folder_source_matches_local_reader():
 
 
 def test_hr_loader_over_image_folder_source_on_clean_samples():
-    sources = pytest.importorskip("jaxsr.data.sources")
     src = sources.ImageFolderSource(samples.path("clean_hr"))
     images = [np.asarray(Image.open(f).convert("RGB"))
               for f in sorted(samples.path("clean_hr").glob("*.png"))]

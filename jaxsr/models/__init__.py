@@ -8,18 +8,24 @@
 `names()` lists presets (edsr_baseline, edsr_large, rcan, nafnet_w32, nafnet_w64,
 nafnet_sidd_w32, nafnet_sidd_w64, unet) and generic names (edsr, nafnet) that take explicit
 fields. Every model has fields `scale` (1-4; NAFNet 1 only) and `dtype` (compute dtype; params are
-float32).
+float32). UNet and NAFNet take optional side inputs `features` / `code` (`jaxsr.models.injection`).
+
+Side networks (never deployed, no `scale`) have their own registry: `side_names()` lists
+vgg_discriminator and conv_encoder, `create_side(name, **kwargs)` builds one (`jaxsr.models.side`).
 """
 from jaxsr.models.common import (DIV2K_RGB_MEAN, Upsampler, count_params, pixel_shuffle,
                                  pixel_unshuffle)
-from jaxsr.models.registry import create, describe, names, register
+from jaxsr.models.registry import (create, create_side, describe, describe_side, names,
+                                   register, register_side, side_names)
 # Importing the model modules registers them.
 from jaxsr.models.edsr import EDSR
 from jaxsr.models.nafnet import NAFNet
 from jaxsr.models.rcan import RCAN
+from jaxsr.models.side import ConvEncoder, VGGDiscriminator
 from jaxsr.models.unet import UNet
 
 __all__ = [
-    "DIV2K_RGB_MEAN", "EDSR", "NAFNet", "RCAN", "UNet", "Upsampler", "count_params", "create",
-    "describe", "names", "pixel_shuffle", "pixel_unshuffle", "register",
+    "ConvEncoder", "DIV2K_RGB_MEAN", "EDSR", "NAFNet", "RCAN", "UNet", "Upsampler",
+    "VGGDiscriminator", "count_params", "create", "create_side", "describe", "describe_side",
+    "names", "pixel_shuffle", "pixel_unshuffle", "register", "register_side", "side_names",
 ]

@@ -12,6 +12,11 @@ are per-channel layer scales initialised to zero (so every block starts as ident
 the official code is 0 in all published configs and is left out. The test-time local
 ("TLC", NAFNetLocal) average pooling of the GoPro models is not implemented: pooling is global.
 
+Optional side inputs (IRConStyle; see `jaxsr.models.injection`): `features[i]` is fused right after
+down_i (`feat_fuse_i`, to that level's 2 c_i channels) and `code` after the middle blocks
+(`code_fuse`: b = Conv1x1(cat(b, b * Dense(code)))). With neither, no extra parameters exist and
+the output is that of the plain NAFNet.
+
 Presets (block counts from the official option files; parameter counts derived from the
 architecture; the GoPro ones agree with the quoted 17.11M / 67.89M):
   nafnet_w32       GoPro width 32, enc (1,1,1,28), middle 1, dec (1,1,1,1): 17,111,907 (17.11M)
@@ -28,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsr.models.common import Dtype, conv, pixel_shuffle
+from jaxsr.models.injection import CodeFuse, FeatureFuse, check_code, prepare_features
 from jaxsr.models.registry import register
 
 
@@ -108,7 +114,8 @@ class NAFNet(nn.Module):
 
     __call__: x (B, h, w, 3) float32 in [0, 1], any h, w -> (B, h, w, 3) float32 (not clipped).
     `dtype` is the compute dtype; parameters are `param_dtype` (float32). `remat=True`
-    rematerialises each NAFBlock in the backward pass.
+    rematerialises each NAFBlock in the backward pass. Optional `features`: one map per level,
+    features[i] (B, ceil(h / 2**(i+1)), ceil(w / 2**(i+1)), any C_i); optional `code` (B, D).
     """
 
     scale: int = 1
@@ -124,7 +131,8 @@ class NAFNet(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, features: Sequence[jax.Array] | None = None,
+                 code: jax.Array | None = None) -> jax.Array:
         if self.scale != 1:
             raise ValueError(
                 f"NAFNet is a restoration model (output size = input size); got scale="
@@ -140,6 +148,8 @@ class NAFNet(nn.Module):
             return block(ch, self.dw_expand, self.ffn_expand, name=name, **kw)
 
         b, h, w, _ = x.shape
+        features = prepare_features("NAFNet", features, x.shape, len(self.enc_blocks))
+        check_code("NAFNet", code, b)
         pad_to = 2 ** len(self.enc_blocks)
         ph, pw = (-h) % pad_to, (-w) % pad_to
         inp = jnp.pad(x.astype(jnp.float32), ((0, 0), (0, ph), (0, pw), (0, 0)))
@@ -153,8 +163,12 @@ class NAFNet(nn.Module):
             skips.append(y)
             y = conv(2 * ch, 2, stride=2, padding="VALID", name=f"down_{lvl}", **kw)(y)
             ch *= 2
+            if features is not None:
+                y = FeatureFuse(ch, name=f"feat_fuse_{lvl}", **kw)(y, features[lvl])
         for j in range(self.middle_blocks):
             y = blk(ch, f"middle_block_{j}")(y)
+        if code is not None:
+            y = CodeFuse(ch, name="code_fuse", **kw)(y, code)
         for lvl, (n, skip) in enumerate(zip(self.dec_blocks, skips[::-1])):
             y = conv(2 * ch, 1, use_bias=False, name=f"up_{lvl}", **kw)(y)
             y = pixel_shuffle(y, 2)
