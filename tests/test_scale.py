@@ -103,13 +103,18 @@ def test_sigkill_then_same_command_resumes_exactly(tmp_path):
     assert "resumed from step" in resumed.stderr
     _, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err[-3000:]
-    from jaxsr.checkpoint import restore_params
-    a, _ = restore_params(ref_dir, "latest", use_ema=False)
-    b, meta = restore_params(run_dir, "latest", use_ema=False)
-    assert meta["step"] == 40
+    from jaxsr.checkpoint import Checkpointer
     import jax
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(x, y)  # same data order, same updates
+    # Every leaf of the saved state (parameters, EMA, Adam moments and count, rng, step,
+    # non-finite counter), not only the parameters: same data order, same updates.
+    ref_ck, run_ck = (Checkpointer(d, read_only=True) for d in (ref_dir, run_dir))
+    (a, _), (b, meta) = ref_ck.restore_raw(40), run_ck.restore_raw(40)
+    assert meta["step"] == 40
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b and len(leaves_a) > 3 * len(jax.tree.leaves(a["params"]))
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(x, y)
     ref_losses, run_losses = _losses(ref_dir), _losses(run_dir)
     for step in (25, 30, 35, 40):
         assert run_losses[step] == ref_losses[step]
