@@ -9,6 +9,7 @@ Saves are asynchronous; every call that needs the files on disk waits first.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -118,18 +119,29 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore(),
-            ))
+            restored = self._restore_into(step, abstract_state)
         except Exception as e:  # orbax raises many types; name the path and the fix.
+            legacy = _without_empty_fields(abstract_state)
+            if legacy is not None:  # written before those (empty) fields existed
+                try:
+                    restored = self._restore_into(step, legacy[0])
+                    state = abstract_state.replace(**restored.state)
+                    return state, dict(restored.data or {}), dict(restored.meta or {})
+                except Exception:
+                    pass
             raise CheckpointError(
                 f"cannot restore checkpoint {self.directory / str(step)}: {e}\n"
                 "The checkpoint may come from a different model/config, or be damaged: use a "
                 "new --workdir, or delete that step's folder to fall back to an older one."
             ) from e
         return restored.state, dict(restored.data or {}), dict(restored.meta or {})
+
+    def _restore_into(self, step: int, abstract_state: Any):
+        return self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
+        ))
 
     def restore_raw(self, step: int | None = None) -> tuple[Any, dict]:
         """Restores the state as saved (nested dicts of numpy arrays) without a target, with meta."""
@@ -142,6 +154,19 @@ class Checkpointer:
         except Exception as e:
             raise CheckpointError(f"cannot restore checkpoint {self.directory / str(step)}: {e}") from e
         return restored.state, dict(restored.meta or {})
+
+
+def _without_empty_fields(state: Any) -> tuple[dict] | None:
+    """For a dataclass state whose fields include empty dicts (e.g. a TrainState without
+    auxiliary networks or buffers): ({field: value} without those fields,), else None. Such
+    fields hold no arrays, so checkpoints written before they existed restore into the rest."""
+    if not dataclasses.is_dataclass(state):
+        return None
+    values = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    empty = [k for k, v in values.items() if isinstance(v, dict) and not v]
+    if not empty:
+        return None
+    return ({k: v for k, v in values.items() if k not in empty},)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -50,3 +50,26 @@ def test_restore_into_wrong_structure_names_the_fix(tmp_path):
              "step": jnp.array(0)}
     with pytest.raises(CheckpointError, match="different model/config"):
         ck.restore(3, abstract_like(wrong))
+
+
+def test_checkpoints_written_before_aux_and_buffers_restore_into_the_new_state(tmp_path):
+    """A TrainState checkpoint from before `aux`/`buffers` existed (the same pytree less those
+    two fields) restores into today's state: every leaf as saved, aux and buffers empty."""
+    import jax
+    import optax
+    from jaxsr.train.state import create_state
+    tx = optax.adam(1e-3)
+    state = create_state({"w": jnp.arange(6.0).reshape(2, 3)}, tx, seed=3)
+    state = state.replace(step=jnp.asarray(5, jnp.int32),
+                          opt_state=jax.tree.map(lambda x: x + 1, state.opt_state))
+    old_format = {f: getattr(state, f) for f in ("step", "params", "ema_params", "opt_state",
+                                                  "rng", "nonfinite")}
+    ck = Checkpointer(tmp_path, keep=1)
+    ck.save(5, old_format, {"iterator": "x"}, None)
+    ck.wait()
+    restored, data, meta = ck.restore(None, abstract_like(create_state(
+        {"w": jnp.zeros((2, 3))}, tx, seed=0)))
+    assert restored.aux == {} and restored.buffers == {} and data == {"iterator": "x"}
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
+    ck.close()
