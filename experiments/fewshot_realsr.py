@@ -18,7 +18,7 @@ Writes OUT/results.json (every run), OUT/results.md (mean +- std over seeds), OU
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import logging
 import pathlib
@@ -91,17 +91,15 @@ def main(argv):
     import numpy as np
     from jaxsr.methods.drtl import data as drtl_data
     from jaxsr.methods.drtl import train as drtl
+    from jaxsr.data import pipeline as data_pipeline
     from jaxsr.model_factory import build_model, init_params
-    from jaxsr.train import evaluate as eval_lib
-    from jaxsr.train import mesh as mesh_lib
-    from jaxsr.train.steps import make_apply_fn
-    from jaxsr.train.writer import MetricWriter
+    from jaxsr.train.evaluate import Evaluator
+    from jaxsr.train.harness import Run
 
     out = pathlib.Path(_OUT.value)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     from jaxsr.config_util import load_config_file
     base = load_config_file(_CONFIG.value, _VARIANT.value)
-    mesh = mesh_lib.make_mesh()
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     if _TABLES_ONLY.value:
@@ -126,12 +124,12 @@ def main(argv):
                 names = drtl.task_names(config)
                 scale = int(config.model.scale)
                 split = drtl_data.split_target(config.data, scale)
-                pairs = [(r["lr"], r["hr"], str(r["name"]))
-                         for r in (split.heldout[i] for i in range(len(split.heldout)))]
                 run_dir = out / f"seed{seed}" / f"shots{shots}" / method
-                run_dir.mkdir(parents=True, exist_ok=True)
-                writer = MetricWriter(run_dir)
+                run = Run(config, run_dir)
                 model = build_model(config.model)
+                ctx = drtl.Context(config=config, run=run, model=model, names=names, split=split)
+                evaluator = Evaluator(model, data_pipeline.eval_pairs(split.heldout), scale,
+                                      config.eval)
                 params = init_params(model, jax.random.key(seed), config.data.hr_patch // scale)
                 pipeline, mode = METHODS[method]
                 if pipeline != "none":
@@ -140,27 +138,20 @@ def main(argv):
                             drn = drtl.train_relation_net(config, names)
                         weights = drtl.relation_weights_for_target(config, run_dir, split, names,
                                                                    drn)
-                        transfer_dir = run_dir
+                        params, final_w = drtl.transfer_phase(ctx, params, weights)
                     else:  # uniform: independent of the target, shared across shot counts
                         weights = np.full(len(names), 1.0 / len(names), np.float32)
-                        transfer_dir = out / f"seed{seed}" / f"shared_{method}"
-                    params, final_w = drtl.transfer_phase(config, transfer_dir, model, params,
-                                                          names, weights, split, mesh, writer)
+                        shared = Run(config, out / f"seed{seed}" / f"shared_{method}")
+                        params, final_w = drtl.transfer_phase(
+                            dataclasses.replace(ctx, run=shared), params, weights)
+                        shared.writer.close()
                 else:
                     weights = final_w = None
-                apply = make_apply_fn(model, mesh)
-                ev = config.eval
-
-                def evaluate(p, keep=0):
-                    return eval_lib.evaluate_pairs(functools.partial(apply, p), pairs, scale,
-                                                   tile=ev.tile, overlap=ev.overlap,
-                                                   batch_tiles=ev.batch_tiles, keep_outputs=keep)
-                params = drtl.finetune_phase(config, run_dir, model, params, split, mesh, writer,
-                                             lambda p: (evaluate(p)[0], {}))
-                mean, per_image, outs = evaluate(params, keep=1)
-                baseline, _, _ = eval_lib.evaluate_pairs(None, pairs, scale)
+                params = drtl.finetune_phase(ctx, params, evaluator)
+                mean, per_image, outs = evaluator(params, keep=1)
+                baseline = evaluator.baseline()
                 np.save(run_dir / "sample_output.npy", outs[0])
-                writer.close()
+                run.writer.close()
                 row = {"seed": seed, "shots": shots, "method": method, "metrics": mean,
                        "baseline": baseline, "shot_names": split.shot_names,
                        "heldout": split.heldout_names, "per_image": per_image,
