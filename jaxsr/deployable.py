@@ -7,7 +7,7 @@ without knowing the method's folder layout:
     {"format": "jaxsr-deployable", "version": 1, "method": "drtl",
      "model": {"name": "edsr", "scale": 1, "dtype": "float32", "global_residual": true,
                "kwargs": {"num_blocks": 4, "features": 32}},
-     "folder": "finetune", "use_ema": false}
+     "folder": "finetune", "use_ema": false, "training_data": "jaxsr sample 'city100_nikon'"}
 
 `model` is a `config.model` block (what `jaxsr.model_factory.build_model` takes); the parameters
 are `state.params` (or `state.ema_params` when `use_ema`) of the checkpoints under
@@ -37,16 +37,18 @@ class Deployable:
     folder: str = ""
     use_ema: bool = False
     method: str = ""
+    training_data: str = ""  # the folder (or shipped sample) it learned from, for artifacts
 
     @classmethod
-    def of(cls, model_cfg: Any, folder: str = "", use_ema: bool = False,
-           method: str = "") -> "Deployable":
+    def of(cls, model_cfg: Any, folder: str = "", use_ema: bool = False, method: str = "",
+           training_data: str = "") -> "Deployable":
         """From a `config.model` ConfigDict (or dict)."""
         if hasattr(model_cfg, "to_json_best_effort"):
             model = json.loads(model_cfg.to_json_best_effort())
         else:
             model = json.loads(json.dumps(dict(model_cfg)))
-        return cls(model=model, folder=str(folder), use_ema=bool(use_ema), method=str(method))
+        return cls(model=model, folder=str(folder), use_ema=bool(use_ema), method=str(method),
+                   training_data=str(training_data))
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)},
@@ -59,6 +61,11 @@ class Deployable:
         tmp.write_text(self.to_json())
         os.replace(tmp, path)
         return path
+
+
+def describe_data(folder: str, sample: str) -> str:
+    """'folder' when set, else "jaxsr sample '<name>'" (a shipped sample)."""
+    return str(folder) if folder else f"jaxsr sample '{sample}'"
 
 
 def read(workdir: str | os.PathLike) -> Deployable | None:
@@ -79,7 +86,8 @@ def read(workdir: str | os.PathLike) -> Deployable | None:
             raise ValueError("'model' needs at least 'name' and 'scale'")
         return Deployable(model=model, folder=str(data.get("folder", "")),
                           use_ema=bool(data.get("use_ema", False)),
-                          method=str(data.get("method", "")))
+                          method=str(data.get("method", "")),
+                          training_data=str(data.get("training_data", "")))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DeployableError(
             f"{path} cannot be read ({e}). Delete it: jaxsr then derives the deployed network "

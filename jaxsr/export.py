@@ -247,8 +247,9 @@ def _npz_bytes(flat: dict[str, np.ndarray]) -> bytes:
 
 
 def _training_data(config: Any) -> str:
-    """The folder (or shipped sample) a config trains on: data.train_dir / data.target_dir, else
-    data.sample / data.target_sample."""
+    """For runs whose deployable.json names no training data (made before it did): the folder
+    (or shipped sample) the config trains on, data.train_dir / data.target_dir, else data.sample
+    / data.target_sample."""
     data = config.get("data", {}) if hasattr(config, "get") else {}
     if not hasattr(data, "get"):
         return "unknown"
@@ -356,7 +357,8 @@ def export_run(workdir: str | os.PathLike, output: str | os.PathLike, checkpoint
         "model_kwargs": json.loads(json.dumps(config["model"].get("kwargs", {}))),
         "global_residual": bool(run.config.model.get("global_residual", False)),
         "method": str(run.config.get("method", "")),
-        "training_data": _training_data(run.config),
+        "training_data": (run.deployed.training_data if run.deployed and
+                          run.deployed.training_data else _training_data(run.config)),
         "checkpoint": {"workdir": str(run.workdir.absolute()),
                        "directory": str(run.checkpoint_dir.absolute()),
                        "which": str(checkpoint), "step": run.step},

@@ -75,6 +75,7 @@ class Run:
     meta: dict  # 'step', 'metrics', 'config' of the checkpoint
     workdir: pathlib.Path
     checkpoint_dir: pathlib.Path  # workdir, or the phase folder holding checkpoints/
+    deployed: Deployable | None = None  # what deployable.json (or the run's method) says
 
     @property
     def scale(self) -> int:
@@ -109,7 +110,7 @@ def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
     config = read_run_config(workdir, meta)
     model = build_model(config_from_dict(deployed.model))
     return Run(model=model, params=params, config=config, meta=meta, workdir=workdir,
-               checkpoint_dir=ckpt_dir)
+               checkpoint_dir=ckpt_dir, deployed=deployed)
 
 
 def deployed_network(workdir: pathlib.Path) -> Deployable:

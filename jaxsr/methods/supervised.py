@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxsr.data import pipeline
-from jaxsr.deployable import Deployable
+from jaxsr.deployable import Deployable, describe_data
 from jaxsr.model_factory import build_model, init_params
 from jaxsr.pixels import to_float, to_uint8
 from jaxsr.train import data as data_lib
@@ -62,7 +62,9 @@ def synthetic_eval_pairs(config, val_source, synthesize_one) -> list:
 def deployable(config: ml_collections.ConfigDict) -> Deployable:
     """The deployed network: `config.model` from `workdir/checkpoints/`."""
     return Deployable.of(config.model, folder="", use_ema=config.train.ema_decay > 0,
-                         method="supervised")
+                         method="supervised",
+                         training_data=describe_data(config.data.get("train_dir", ""),
+                                                     config.data.get("sample", "")))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

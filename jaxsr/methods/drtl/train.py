@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from jaxsr.data import pipeline
-from jaxsr.deployable import Deployable
+from jaxsr.deployable import Deployable, describe_data
 from jaxsr.degradations import default_auxiliary_tasks, get_task, synthesize_tasks
 from jaxsr.methods.drtl import data as drtl_data
 from jaxsr.methods.drtl import steps as drtl_steps
@@ -229,7 +229,8 @@ def finetune_phase(ctx: Context, params, evaluator: Evaluator):
 def deployable(config: ml_collections.ConfigDict) -> Deployable:
     """The deployed network: the fine-tuned `config.model` in `workdir/finetune/`."""
     return Deployable.of(config.model, folder="finetune", use_ema=config.finetune.ema_decay > 0,
-                         method="drtl")
+                         method="drtl", training_data=describe_data(config.data.get("target_dir", ""),
+                                                                    config.data.get("target_sample", "")))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
