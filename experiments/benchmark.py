@@ -53,8 +53,11 @@ batches. `--batch` is per task; DRTL-M draws 2 x batch per task (support and que
 the pipeline does. Model `edsr` is the config's small EDSR (4 blocks, 32 features, global
 residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
   P-vmap, P-map, P-unroll
-                       DRTL-P step, drtl.task_map 'vmap' | 'map' (lax.map) | 'unroll'
+                       DRTL-P step with K per-task gradients (drtl.weighted_backward
+                       'per_task'), drtl.task_map 'vmap' | 'map' (lax.map) | 'unroll'
                        (K task graphs in one jitted program)
+  P-single             DRTL-P step, drtl.weighted_backward 'single' (the default): one forward
+                       and backward pass of sum_k w_k L_k over all K*B samples
   P-loop               baseline without vmap: K jitted per-task (synthesis + value_and_grad)
                        calls, then one jitted stack + relation-weighted sum + optimizer + EMA
                        update (state donated); same numbers as the real step
@@ -488,6 +491,8 @@ class DrtlVariant:
     pipeline: 'pretrain' (DRTL-P) or 'meta' (DRTL-M). task_map: 'vmap' | 'map' | 'unroll'
     (config drtl.task_map of the real step) or 'loop' (the Python-loop baseline, DRTL-P only).
     first_order / remat / hessian: meta.first_order / remat / hessian (None for DRTL-P).
+    backward: drtl.weighted_backward of DRTL-P ('per_task': K gradients through the
+    relation-weighted transform; 'single': one backward pass of the weighted loss).
     """
     name: str
     pipeline: str
@@ -495,10 +500,12 @@ class DrtlVariant:
     first_order: bool | None = None
     remat: bool | None = None
     hessian: str | None = None
+    backward: str = "per_task"
 
 
 DRTL_VARIANTS: tuple[DrtlVariant, ...] = (
     *(DrtlVariant(f"P-{m}", "pretrain", m) for m in (*TASK_MAPS, "loop")),
+    DrtlVariant("P-single", "pretrain", "vmap", backward="single"),
     *(DrtlVariant(f"M2-{m}", "meta", m, False, False, "hvp") for m in TASK_MAPS),
     *(DrtlVariant(f"M2ad-{m}{'-remat' if r else ''}", "meta", m, False, r, "autodiff")
       for r in (False, True) for m in TASK_MAPS),
@@ -536,6 +543,7 @@ def drtl_point_config(base: ml_collections.ConfigDict, p: Point, v: DrtlVariant,
     config.drtl.shard = "batch"
     if v.task_map != "loop":
         config.drtl.task_map = v.task_map
+    config.drtl.weighted_backward = v.backward
     if v.pipeline == "meta":
         config.meta.first_order = bool(v.first_order)
         config.meta.remat = bool(v.remat)
@@ -715,6 +723,7 @@ def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collectio
 
 def variant_fields(v: DrtlVariant, cfg: Settings) -> dict[str, Any]:
     return {"variant": v.name, "pipeline": v.pipeline, "task_map": v.task_map,
+            "backward": v.backward if v.pipeline == "pretrain" else None,
             "first_order": v.first_order, "remat": v.remat, "hessian": v.hessian,
             "inner_steps": cfg.inner_steps if v.pipeline == "meta" else None}
 

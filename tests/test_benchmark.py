@@ -159,7 +159,9 @@ def _check_drtl_rows(rows, names, k, batch=2, inner_steps=1):
                 (r["variant"], key)
         meta = r["variant"].startswith("M")
         assert r["pipeline"] == ("meta" if meta else "pretrain") and r["K"] == k
-        assert r["task_map"] == r["variant"].split("-")[1]
+        single = r["variant"] == "P-single"
+        assert r["task_map"] == ("vmap" if single else r["variant"].split("-")[1])
+        assert r["backward"] == (None if meta else "single" if single else "per_task")
         assert r["first_order"] == (r["variant"].startswith("M1") if meta else None)
         assert r["remat"] == (r["variant"].endswith("-remat") if meta else None)
         assert r["hessian"] == (("autodiff" if r["variant"].startswith("M2ad") else "hvp")
@@ -188,7 +190,7 @@ def _same_loss(rows, prefix):
 
 def test_drtl_section_in_process():
     bench = _load()
-    names = ["P-vmap", "P-loop"]   # DRTL-M: the CLI test and the slow every-variant test
+    names = ["P-vmap", "P-loop", "P-single"]   # DRTL-M: the CLI test and the slow test
     rows = bench.drtl_section(_drtl_settings(bench, tuple(names)))
     _check_drtl_rows(rows, names, k=2)
     assert rows[0]["tasks"] == ["bicubic", "gaussian_noise"]
@@ -200,10 +202,10 @@ def test_drtl_section_in_process():
 def test_drtl_section_every_variant():
     bench = _load()
     names = [v.name for v in bench.DRTL_VARIANTS]
-    assert len(names) == 4 + 3 + 3 * 2 + 3
+    assert len(names) == 5 + 3 + 3 * 2 + 3
     rows = bench.drtl_section(_drtl_settings(bench, ("all",)))
     _check_drtl_rows(rows, names, k=2)
-    _same_loss(rows, "P-")    # vmap, lax.map, unroll and the Python loop
+    _same_loss(rows, "P-")    # vmap, lax.map, unroll, the Python loop and one backward pass
     _same_loss(rows, "M2")    # hvp vs autodiff, remat, lax.map, unroll: the same meta-gradient
     _same_loss(rows, "M1-")
 
@@ -230,16 +232,16 @@ def test_drtl_cli_flags_and_error_rows(tmp_path):
 def test_drtl_select_variants():
     bench = _load()
     names = lambda items: [v.name for v in bench.select_variants(items)]  # noqa: E731
-    assert names(("P",)) == ["P-vmap", "P-map", "P-unroll", "P-loop"]
+    assert names(("P",)) == ["P-vmap", "P-map", "P-unroll", "P-loop", "P-single"]
     assert names(("M1",)) == ["M1-vmap", "M1-map", "M1-unroll"]
     assert names(("M2ad",)) == ["M2ad-vmap", "M2ad-map", "M2ad-unroll", "M2ad-vmap-remat",
                                 "M2ad-map-remat", "M2ad-unroll-remat"]
     assert len(names(("M2",))) == 9
-    assert len(names(("M",))) == 12 and len(names(("all",))) == 16
+    assert len(names(("M",))) == 12 and len(names(("all",))) == 17
     assert names(("M2ad-map-remat", "P-loop")) == ["P-loop", "M2ad-map-remat"]   # canonical order
     with pytest.raises(ValueError, match="P-vmap"):
         bench.select_variants(("P-pmap",))
     cfg = bench.Settings(section="drtl", models=("edsr",), scales=(2,), dtypes=("float32",),
                          batches=(2,), patches=(16,), variants=("P",))
     units = bench.isolation_units(cfg)
-    assert [v for _, v in units] == ["P-vmap", "P-map", "P-unroll", "P-loop"]
+    assert [v for _, v in units] == ["P-vmap", "P-map", "P-unroll", "P-loop", "P-single"]

@@ -72,8 +72,12 @@ def _setup(pipeline="pretrain", mode="uniform"):
     return config, model, optimizer, state, batch, w0
 
 
-def test_pretrain_step_equals_weighted_sum_of_per_task_loop():
+@pytest.mark.parametrize("backward", ["single", "per_task"])
+def test_pretrain_step_equals_weighted_sum_of_per_task_loop(backward):
+    """Both DRTL-P paths (one backward pass of the weighted loss; K per-task gradients through
+    the relation-weighted transform) against a Python loop over tasks."""
     config, model, optimizer, state, batch, w0 = _setup()
+    override(config, "drtl.weighted_backward", backward)
     step = drtl_steps.make_pretrain_step(model, optimizer, config, TASKS)
     new_state, metrics = jax.jit(step)(state, batch)
     # Independent reference: synthesize the same task batches, loop over tasks in Python.
@@ -90,6 +94,9 @@ def test_pretrain_step_equals_weighted_sum_of_per_task_loop():
     for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(metrics["weight"], w0)
+    losses = [float(pixel_loss(model.apply({"params": state.params}, lr[k]), hr[k],
+                               "charbonnier")) for k in range(3)]
+    np.testing.assert_allclose(metrics["task_loss"], losses, rtol=1e-5)
 
 
 @pytest.mark.parametrize("task_map", ["vmap", "unroll"])

@@ -214,7 +214,9 @@ def relation_weighted_sum(weights: jax.Array | None = None,
     `(K, *param_shape)`; the output has the parameter shapes, so any optax optimizer can follow
     it in `optax.chain`. Weights come from `task_weights` when given (that call only; the state is
     unchanged), else from the state. Change the stored weights with `set_weights(state, w)`.
-    The weights are used as given (not renormalised).
+    The weights are used as given (not renormalised). `combined=True` says the updates are
+    already the weighted sum (the gradient of `sum_k w_k L_k` with the state's weights, taken in
+    one backward pass): they pass through unchanged.
 
     Args:
       weights: initial `(K,)` weights held in the state.
@@ -242,8 +244,11 @@ def relation_weighted_sum(weights: jax.Array | None = None,
         # A fresh buffer per init: a donated opt_state must not delete the transform's copy.
         return RelationWeightState(weights=jnp.asarray(init_np, jnp.float32))
 
-    def update_fn(updates, state, params=None, *, task_weights=None, **extra_args):
+    def update_fn(updates, state, params=None, *, task_weights=None, combined=False,
+                  **extra_args):
         del params, extra_args
+        if combined:  # already sum_k w_k g_k (one backward pass of the weighted loss)
+            return updates, state
         w = state.weights if task_weights is None else jnp.asarray(task_weights, jnp.float32)
         if w.shape[0] == 0:
             raise ValueError("relation_weighted_sum was built without weights or num_tasks, so "

@@ -86,14 +86,54 @@ def _weighted_update(state: TrainState, grads, losses, batch: dict, loss_fn: Los
                        "grad_norm": optax.tree.norm(weighted_sum(grads, w))}
 
 
+def weighted_task_loss(model, kind: str):
+    """`loss(params, tasks, w) -> (sum_k w_k L_k, (K,) L_k)` with one forward pass over all
+    K*B task samples: its gradient is `sum_k w_k g_k` in one backward pass (what the
+    relation-weighted transform computes from K per-task gradients, for fixed weights).
+
+    tasks: {'lr': (K, B, p, p, 3), 'hr': (K, B, P, P, 3)} float; w: (K,)."""
+    def loss(params, tasks, w):
+        lr, hr = tasks["lr"], tasks["hr"]
+        k, b = lr.shape[:2]
+        out = model.apply({"params": params}, lr.reshape((k * b,) + lr.shape[2:]))
+        out = out.reshape((k, b) + out.shape[1:])
+        losses = jax.vmap(lambda o, h: pixel_loss(o, h, kind))(out, hr)
+        return jnp.sum(w * losses), losses
+    return loss
+
+
+BACKWARD_MODES = ("single", "per_task")
+
+
 def make_pretrain_step(model, optimizer: optax.GradientTransformation,
                        config: ml_collections.ConfigDict, task_names: Sequence[str]):
-    """DRTL-P: `(state, batch) -> (state, metrics)`; relation-weighted multi-task gradient step."""
+    """DRTL-P: `(state, batch) -> (state, metrics)`; relation-weighted multi-task gradient step.
+
+    With weights fixed over the step (relation modes 'embedding' and 'uniform') and
+    `drtl.weighted_backward='single'` (default) the update is the gradient of the weighted loss,
+    one forward and one backward pass over the K*B samples, handed to the optimizer as already
+    combined; otherwise (and always in 'gradient' mode, whose weights come from the per-task
+    gradients) K per-task gradients go through the `relation_weighted_sum` transform. Both give
+    the same update (tested)."""
     loss_fn = sr_loss(model, config.train.loss)
     build = make_task_batches(task_names, config.drtl.aux_scale, config.drtl.mode)
+    backward = config.drtl.get("weighted_backward", "single")
+    if backward not in BACKWARD_MODES:
+        raise ValueError(f"config.drtl.weighted_backward={backward!r}; use one of "
+                         f"{BACKWARD_MODES}")
+    single = backward == "single" and config.relation.mode != "gradient"
+    weighted = weighted_task_loss(model, config.train.loss)
 
     def step(state: TrainState, batch: dict):
         tasks = build(step_key(state), batch["aux_hr"])
+        if single:
+            w = get_weights(state.opt_state)
+            (loss, losses), grads = jax.value_and_grad(weighted, has_aux=True)(
+                state.params, tasks, w)
+            new_state = apply_update(state, grads, loss, optimizer, config.train.ema_decay,
+                                     combined=True)
+            return new_state, {"loss": loss, "task_loss": losses, "weight": w,
+                               "grad_norm": optax.tree.norm(grads)}
         grads, losses = per_task_grads(loss_fn, state.params, tasks, task_map=config.drtl.task_map)
         return _weighted_update(state, grads, losses, batch, loss_fn, optimizer, config)
     return step
