@@ -48,10 +48,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     #                                       on GPU/TPU) | 'vmap' | 'map' (less memory) | 'unroll'
     #                                       (see reweight.map_over_tasks and RESULTS.md)
     c.drtl.shard = "batch"                # mesh axis for (K, B) batches: 'batch' | 'task'
-    c.drtl.weighted_backward = "single"   # DRTL-P with fixed weights: 'single' = one backward
+    c.drtl.weighted_backward = "auto"     # DRTL-P with fixed weights: 'single' = one backward
     #                                       pass of sum_k w_k L_k (K x less gradient memory and
     #                                       all-reduce) | 'per_task' = K gradients combined by the
-    #                                       relation-weighted transform (same update)
+    #                                       relation-weighted transform (same update) | 'auto' =
+    #                                       single on GPU/TPU, per_task on CPU (faster there)
 
     c.relation = ml_collections.ConfigDict()
     c.relation.mode = "embedding"         # 'embedding' | 'gradient' | 'uniform'

@@ -56,8 +56,9 @@ residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
                        DRTL-P step with K per-task gradients (drtl.weighted_backward
                        'per_task'), drtl.task_map 'vmap' | 'map' (lax.map) | 'unroll'
                        (K task graphs in one jitted program)
-  P-single             DRTL-P step, drtl.weighted_backward 'single' (the default): one forward
-                       and backward pass of sum_k w_k L_k over all K*B samples
+  P-single             DRTL-P step, drtl.weighted_backward 'single' (what 'auto', the default,
+                       picks on GPU/TPU): one forward and backward pass of sum_k w_k L_k over
+                       all K*B samples
   P-loop               baseline without vmap: K jitted per-task (synthesis + value_and_grad)
                        calls, then one jitted stack + relation-weighted sum + optimizer + EMA
                        update (state donated); same numbers as the real step

@@ -275,3 +275,10 @@ def test_every_config_variant_resolves(variant):
     assert out.shape == (1, 12 * scale, 12 * scale, 3)
     if variant == "paper":
         assert config.model.name == "edsr_baseline" and config.meta.num_inner_steps == 5
+
+
+def test_weighted_backward_auto_is_per_task_on_cpu_and_single_on_accelerators(monkeypatch):
+    assert drtl_steps.resolve_backward("auto") == "per_task"  # this CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert drtl_steps.resolve_backward("auto") == "single"
+    assert drtl_steps.resolve_backward("per_task") == "per_task"
