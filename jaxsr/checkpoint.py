@@ -204,24 +204,46 @@ def restore_params(workdir: str | pathlib.Path, which: str = "latest",
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoints under {directory}; train first "
                               "(python -m jaxsr.main --config=... --workdir=...)")
-    ckpt = Checkpointer(workdir, async_save=False, read_only=True)
-    if not ckpt.all_steps():
-        raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first "
-                              "(python -m jaxsr.main --config=... --workdir=...)")
-    if which == "latest":
-        step = ckpt.latest_step()
-    elif which == "best":
-        step = ckpt.best_step()
-        if step is None:
-            logging.warning("no checkpoint in %s has metrics; using the latest", ckpt.directory)
-            step = ckpt.latest_step()
-    else:
-        step = int(which)
-        if step not in ckpt.all_steps():
-            raise CheckpointError(f"step {step} not in {ckpt.directory} (have {ckpt.all_steps()})")
-    state, meta = ckpt.restore_raw(step)
+    for attempt in range(3):
+        # Orbax lists committed steps only (a step being written lives in a temporary folder
+        # until it is renamed), so this is the newest complete checkpoint even beside a live run.
+        ckpt = Checkpointer(workdir, async_save=False, read_only=True)
+        step = None
+        try:
+            step = _pick_step(ckpt, which)
+            state, meta = ckpt.restore_raw(step)
+            break
+        except CheckpointError:
+            # A live run's keep-N policy may delete the step between listing and reading it:
+            # list again and read the newest then.
+            again = Checkpointer(workdir, async_save=False, read_only=True).all_steps()
+            if which not in ("latest", "best") or not again or step in again \
+                    or attempt == 2:
+                raise
+            logging.info("checkpoint %s of %s was removed while reading it (the run is still "
+                         "training); reading the newest again", step, ckpt.directory)
     ckpt.close()
     params = state.get("ema_params") if use_ema else None
     if params is None or (isinstance(params, dict) and not params):
         params = state["params"]
     return params, meta
+
+
+def _pick_step(ckpt: Checkpointer, which: str) -> int:
+    """The step `which` ('latest', 'best' or a number) names among `ckpt`'s committed steps."""
+    steps = ckpt.all_steps()
+    if not steps:
+        raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first "
+                              "(python -m jaxsr.main --config=... --workdir=...)")
+    if which == "latest":
+        return steps[-1]
+    if which == "best":
+        step = ckpt.best_step()
+        if step is None:
+            logging.warning("no checkpoint in %s has metrics; using the latest", ckpt.directory)
+            step = steps[-1]
+        return step
+    step = int(which)
+    if step not in steps:
+        raise CheckpointError(f"step {step} not in {ckpt.directory} (have {steps})")
+    return step

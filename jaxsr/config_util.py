@@ -85,3 +85,24 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Locks the config so a misspelt override is an error rather than a new key."""
     config.lock()
     return config
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the key for values no run can use: step counts, cadences
+    (`*_every`), batch sizes and `keep_checkpoints` below 1; a negative `overlap` or
+    `warmup_steps`."""
+    for key in flat_keys(config):
+        leaf = key.rsplit(".", 1)[-1]
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            continue
+        if leaf in ("num_steps", "keep_checkpoints") or leaf.endswith("_every") \
+                or leaf.endswith("batch_size"):
+            if node < 1:
+                raise ConfigError(f"config.{key}={node!r} must be at least 1; set "
+                                  f"--config.{key}=<a positive number>")
+        elif leaf in ("overlap", "warmup_steps") and node < 0:
+            raise ConfigError(f"config.{key}={node!r} cannot be negative; set "
+                              f"--config.{key}=0 or more")

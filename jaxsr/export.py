@@ -307,11 +307,43 @@ def build_artifact(forward: Callable, params: Any, config: dict, info: dict,
     return files
 
 
-def write_artifact(files: dict[str, bytes], output: str | os.PathLike) -> pathlib.Path:
-    """Writes the files into folder `output`, or into a zip when it ends with '.zip'; the
-    result appears complete or not at all (written aside, then renamed)."""
+def check_output(output: str | os.PathLike) -> pathlib.Path:
+    """Checks an export target before anything is loaded: a path ending in .zip (a file), or a
+    folder that is new, empty or a jaxsr artifact; its parent must be writable. Raises
+    ArtifactError (FileExistsError for a non-empty folder that is not an artifact)."""
     output = pathlib.Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".zip":
+        if output.is_dir():
+            raise ArtifactError(f"--output '{output}' is a folder; give the .zip a file name "
+                                "that is not taken, or drop the .zip to write a folder")
+    elif output.exists() and not output.is_dir():
+        raise ArtifactError(f"--output '{output}' is an existing file; pass a folder (new, or "
+                            "an earlier artifact to update) or a path ending in .zip")
+    elif output.is_dir() and not (output / "metadata.json").is_file() and any(output.iterdir()):
+        raise FileExistsError(f"'{output}' exists and is not a jaxsr artifact; pick another "
+                            "--output (export never deletes files it did not write)")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=output.parent, prefix=".jaxsr-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ArtifactError(f"cannot write '{output}' ({e.strerror or e}); pass an --output in "
+                            "a folder you can write to") from None
+    return output
+
+
+def write_artifact(files: dict[str, bytes], output: str | os.PathLike) -> pathlib.Path:
+    """Writes the files into folder `output`, or into a zip when it ends with '.zip'.
+
+    Everything is written into a fresh temporary folder beside `output` first, then swapped in:
+    a new folder or zip appears complete or not at all; an earlier artifact folder holding only
+    the artifact's files is replaced whole; one that also holds other files (e.g. images
+    restored into it) keeps them: only the artifact's own files are replaced (metadata.json
+    last). Nothing export did not write is ever deleted; a non-empty folder that is not an
+    artifact is refused (ArtifactError).
+    """
+    output = check_output(output)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         if output.suffix.lower() == ".zip":
@@ -320,21 +352,33 @@ def write_artifact(files: dict[str, bytes], output: str | os.PathLike) -> pathli
                 for name in FILES:
                     z.writestr(name, files[name])
             os.replace(target, output)
-        else:
-            target = tmp / "artifact"
-            target.mkdir()
-            for name in FILES:
-                (target / name).write_bytes(files[name])
-            if output.exists():
-                if not (output / "metadata.json").is_file() and any(output.iterdir()):
-                    raise FileExistsError(
-                        f"'{output}' exists and is not a jaxsr artifact; pick another --output "
-                        "or remove it")
-                shutil.rmtree(output)
+            return output
+        target = tmp / "artifact"
+        target.mkdir()
+        for name in FILES:
+            (target / name).write_bytes(files[name])
+        os.chmod(target, 0o777 & ~_umask())  # mkdtemp makes 0700
+        others = sorted(p.name for p in output.iterdir() if p.name not in FILES) \
+            if output.is_dir() else []
+        if not output.exists():
             os.replace(target, output)
+        elif not others:  # only our files: swap the folders, then drop the old one
+            os.replace(output, tmp / "previous")
+            os.replace(target, output)
+        else:
+            log.info("%s also holds %s; replacing only the artifact's files", output,
+                     ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""))
+            for name in FILES:  # metadata.json (with the checksums) last
+                os.replace(target / name, output / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def export_run(workdir: str | os.PathLike, output: str | os.PathLike, checkpoint: str = "latest",
@@ -342,6 +386,7 @@ def export_run(workdir: str | os.PathLike, output: str | os.PathLike, checkpoint
                ) -> pathlib.Path:
     """Exports a training run's checkpoint (see module doc) to `output` (folder or .zip)."""
     from jaxsr.run_config import load_run, make_forward
+    check_output(output)  # before the model loads
     run = load_run(workdir, checkpoint, use_ema=use_ema)
     config = json.loads(run.config.to_json_best_effort())
     summary_path = run.workdir / "summary.json"
@@ -560,8 +605,12 @@ def main(argv: Sequence[str]) -> None:
     try:
         path = export_run(FLAGS.workdir, FLAGS.output, FLAGS.checkpoint, FLAGS.platforms, use_ema)
     except (CheckpointError, ArtifactError, FileExistsError, FileNotFoundError, ValueError) as e:
-        absl_logging.error("%s", e)
-        raise SystemExit(1) from None
+        from jaxsr.logs import user_error
+        user_error(e)
+    except OSError as e:  # disk full, permissions
+        from jaxsr.logs import user_error
+        user_error(f"cannot write '{FLAGS.output}' ({e.strerror or e}); free space or pick "
+                   "another --output")
     meta = _check_metadata(path, _read_files(path))
     absl_logging.info("wrote %s: %s x%d, step %s, platforms %s, input %s", path, meta["model"],
                       meta["scale"], meta["checkpoint"]["step"], ",".join(meta["platforms"]),
@@ -571,7 +620,9 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     from absl import app
-    from jaxsr.logs import quiet_library_logs
+    import sys
+    from jaxsr.logs import quiet_library_logs, use_verbose_flag
+    sys.argv = use_verbose_flag(sys.argv)
     _define_flags.flags = _define_flags()  # type: ignore[attr-defined]
     quiet_library_logs()
     app.run(main)

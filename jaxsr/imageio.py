@@ -44,6 +44,12 @@ _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
 
 _EXIF_ORIENTATION = 0x0112
 
+#: Largest image (H * W pixels) `read_image` decodes. PIL's own limit (~89 megapixels, a guard
+#: against decompression bombs) is lifted for jaxsr's reads and this one applies instead: a
+#: 400-megapixel RGB image takes ~1.2 GB as uint8 and ~4.8 GB as float32 (what predict holds;
+#: tiles bound everything else). Override with the environment variable JAXSR_MAX_IMAGE_PIXELS.
+MAX_IMAGE_PIXELS = int(os.environ.get("JAXSR_MAX_IMAGE_PIXELS", 400_000_000))
+
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file, the reason and a fix."""
@@ -55,6 +61,23 @@ class PairMismatchError(ValueError):
 
 def _fail(path: pathlib.Path, reason: str, fix: str) -> ImageReadError:
     return ImageReadError(f"cannot read image '{path}': {reason}. Fix: {fix}")
+
+
+def _open(path: pathlib.Path) -> Image.Image:
+    """`Image.open` with PIL's pixel limit lifted (jaxsr's `MAX_IMAGE_PIXELS` applies instead,
+    checked from the header by `_check_pixels` before any pixel is decoded)."""
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(path)
+
+
+def _check_pixels(path: pathlib.Path, width: int, height: int) -> None:
+    limit = MAX_IMAGE_PIXELS
+    if int(width) * int(height) > limit:
+        raise _fail(path, f"it is {width}x{height} = {width * height / 1e6:.0f} megapixels, "
+                    f"above jaxsr's limit of {limit / 1e6:.0f} megapixels (decoding needs about "
+                    "16 bytes of memory per pixel)",
+                    "split or downscale the image, or raise the limit with the environment "
+                    "variable JAXSR_MAX_IMAGE_PIXELS=<pixels> if the machine has the memory")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +139,7 @@ def _png16_color(path: pathlib.Path, rawmode: str) -> np.ndarray:
     ('RGBA') that returns all four bytes at once.
     """
     def decode(raw: str) -> np.ndarray:
-        with Image.open(path) as im:
+        with _open(path) as im:
             # tile entries: (codec, extents, offset, rawmode[, ...]); a namedtuple in new PIL
             im.tile = [type(t)._make((*t[:3], raw, *t[4:])) if hasattr(t, "_make")
                        else (*t[:3], raw, *t[4:]) for t in im.tile]
@@ -169,6 +192,7 @@ def _read_tiff(path: pathlib.Path) -> np.ndarray:
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
+        _check_pixels(path, page.imagewidth, page.imagelength)
         arr = page.asarray()
         tag = page.tags.get("Orientation")
         orientation = int(tag.value) if tag is not None else 1
@@ -200,7 +224,8 @@ def _needs_tifffile(im: Image.Image) -> bool:
 
 def _decode(path: pathlib.Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
+            _check_pixels(path, *im.size)
             if _needs_tifffile(im):
                 return _read_tiff(path)
             # before anything that may load the pixels (PNG getexif() does) and clear the tile
@@ -232,6 +257,9 @@ def _decode(path: pathlib.Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as err:
         raise _fail(path, f"the file is truncated or corrupt ({err})",
                     "re-download or re-export the image") from err
+    except MemoryError as err:
+        raise _fail(path, "not enough memory to decode it",
+                    "free memory, or split or downscale the image") from err
     return _orient(arr, orientation)
 
 
@@ -291,8 +319,9 @@ def image_size(path: PathLike) -> tuple[int, int]:
     path = pathlib.Path(path)
     _check_file(path)
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             w, h = im.size
+            _check_pixels(path, w, h)
             orientation = _pil_orientation(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -345,6 +374,12 @@ def _prepare_for_write(path: pathlib.Path, img: np.ndarray, fmt: str) -> np.ndar
                      "[0, 255], float in [0, 1] or uint16 (PNG/TIFF)")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_image(path: PathLike, img: np.ndarray, *, quality: int = 95) -> pathlib.Path:
     """Writes an image atomically; the format comes from the extension.
 
@@ -385,6 +420,7 @@ def write_image(path: PathLike, img: np.ndarray, *, quality: int = 95) -> pathli
                 mode = "L" if arr.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[-1]]
                 kwargs = {"quality": quality} if fmt == "JPEG" else {}
                 Image.fromarray(np.ascontiguousarray(arr), mode).save(f, fmt, **kwargs)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask like open()
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -49,8 +49,86 @@ def main(argv) -> None:
     workdir = _WORKDIR.value or default_workdir(_config_arg())
     logging.info("config %s -> workdir %s", _config_arg(), workdir)
     from jaxsr import methods
-    train_and_evaluate = methods.get(config.method)
-    train_and_evaluate(config, workdir)
+    from jaxsr.config_util import check_values
+    try:
+        check_values(config)
+        check_workdir(workdir)
+        train_and_evaluate = methods.get(config.method)
+        train_and_evaluate(config, workdir)
+    except Exception as e:  # user errors: one message, no traceback (unless --verbose)
+        message = user_error_message(e, workdir)
+        if message is None:
+            raise
+        from jaxsr.logs import user_error
+        user_error(e if message == str(e) else _Reworded(message, e))
+
+
+class _Reworded(Exception):
+    """A user error with a message written here (the original is its cause, for --verbose)."""
+
+    def __init__(self, message: str, cause: BaseException):
+        super().__init__(message)
+        self.__cause__ = cause
+        self.__traceback__ = cause.__traceback__
+
+
+_DISK_ERRNOS = {"ENOSPC": "the disk is full", "EDQUOT": "the disk quota is exceeded",
+                "EROFS": "the file system is read-only", "EACCES": "permission denied",
+                "EPERM": "permission denied", "ENOTDIR": "a part of the path is a file",
+                "EEXIST": "a file is in the way"}
+
+
+def user_error_message(error: BaseException, workdir: str) -> str | None:
+    """The one-line message for a user error (bad data, config values, paths, a full disk), or
+    None for anything else (a bug: the traceback is shown). Looks through wrapped causes."""
+    import errno
+    from jaxsr.checkpoint import CheckpointError
+    from jaxsr.config_util import ConfigError
+    from jaxsr.data.sources import DataError
+    from jaxsr.imageio import ImageReadError, PairMismatchError
+    from jaxsr.train.loop import NonFiniteLossError
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (ConfigError, DataError, ImageReadError, PairMismatchError,
+                          CheckpointError, NonFiniteLossError)):
+            return str(e)
+        if isinstance(e, OSError) and e.errno is not None:
+            name = errno.errorcode.get(e.errno, "")
+            if name in _DISK_ERRNOS:
+                where = e.filename or workdir
+                return (f"cannot write '{where}': {_DISK_ERRNOS[name]} ({e.strerror}). Fix: "
+                        "free space / fix permissions, or pass another --workdir (a resumed "
+                        "run continues from its last checkpoint)")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def check_workdir(workdir: str) -> None:
+    """Creates the workdir and checks that a file can be written in it, before any work."""
+    import tempfile
+    path = pathlib.Path(workdir).expanduser()
+    if path.exists() and not path.is_dir():
+        from jaxsr.config_util import ConfigError
+        raise ConfigError(f"--workdir '{path}' is an existing file; pass a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".jaxsr-write-test.")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def join_config_arg(argv: list[str]) -> list[str]:
+    """`--config FILE` (a space instead of '=') -> `--config=FILE`, so both spellings get the
+    same checks."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            out.append("--config=" + argv[i + 1])
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def _config_arg() -> str:
@@ -74,10 +152,13 @@ def check_overrides(argv: list[str]) -> None:
         for key in keys:
             check_key(config, key)
     except ConfigError as e:
-        sys.exit(f"error: {e}")
+        from jaxsr.logs import user_error
+        user_error(e)
 
 
 def run() -> None:
+    from jaxsr.logs import use_verbose_flag
+    sys.argv = join_config_arg(use_verbose_flag(sys.argv))
     flags.mark_flags_as_required(["config"])
     check_overrides(sys.argv[1:])
     from jaxsr.logs import quiet_library_logs

@@ -27,6 +27,7 @@ import glob as glob_lib
 import logging
 import os
 import pathlib
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -159,10 +160,10 @@ class ImageInfo:
 
 def probe_image(path: str | os.PathLike) -> ImageInfo:
     """Gray / alpha / 16-bit of an image file from its header (no pixel decode)."""
-    from PIL import Image
+    from jaxsr.imageio import _open  # PIL's pixel limit lifted (jaxsr's own applies)
     path = pathlib.Path(path)
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             mode, fmt = im.mode, im.format
             bands = im.getbands()
             alpha = "A" in bands or "a" in bands or (
@@ -278,7 +279,11 @@ def restore_file(restorer: Restorer, in_path: str | os.PathLike, out_path: str |
                     "keep it)", out_path, in_path)
         keep_alpha = False
     color = 1 if info.gray else 3
-    out = np.empty((h * s, w * s, color + int(keep_alpha)), dtype)
+    try:
+        out = np.empty((h * s, w * s, color + int(keep_alpha)), dtype)
+    except MemoryError as e:
+        raise ImageReadError(f"cannot restore '{in_path}' ({h}x{w}): not enough memory for its "
+                             f"{h * s}x{w * s} output. Fix: split or downscale the image") from e
 
     def finish(band: np.ndarray) -> np.ndarray:
         if info.gray:
@@ -298,6 +303,37 @@ def restore_file(restorer: Restorer, in_path: str | os.PathLike, out_path: str |
             "alpha": keep_alpha, "seconds": time.perf_counter() - start}
 
 
+def check_tiling(tile: int | None, overlap: int, batch_tiles: int) -> None:
+    """Tile size >= 0 (0/None = the default), overlap >= 0, batch_tiles >= 1."""
+    if tile is not None and int(tile) < 0:
+        raise PredictError(f"--tile={tile}: use a positive tile size in input pixels (or 0 for "
+                           f"the default {DEFAULT_TILE})")
+    if int(overlap) < 0:
+        raise PredictError(f"--overlap={overlap}: the tile overlap cannot be negative; use 0 or "
+                           "more input pixels (default 16)")
+    if int(batch_tiles) < 1:
+        raise PredictError(f"--batch_tiles={batch_tiles}: use 1 or more tiles per forward call "
+                           "(default 4)")
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> pathlib.Path:
+    """Creates `output_dir` (and parents) and checks that a file can be written in it, so a bad
+    --output is reported before the model loads."""
+    out = pathlib.Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise PredictError(f"--output '{out}' is an existing file, not a folder; pass a folder "
+                           "(it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".jaxsr-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PredictError(f"cannot write into --output '{out}' ({e.strerror or e}); pass a "
+                           "folder you can write to") from None
+    return out
+
+
 def predict(inputs: str | os.PathLike | Sequence, output_dir: str | os.PathLike,
             restorer: Restorer, ext: str | None = None, tile: int | None = None,
             overlap: int = 16, batch_tiles: int = 4, progress: bool = True,
@@ -312,18 +348,20 @@ def predict(inputs: str | os.PathLike | Sequence, output_dir: str | os.PathLike,
     Returns:
       One dict per input (see `restore_file`), or {'input', 'error'} for skipped ones.
     """
+    check_tiling(tile, overlap, batch_tiles)
     files = ([pathlib.Path(p) for p in inputs] if isinstance(inputs, (list, tuple))
              else resolve_inputs(inputs))
     outs = output_paths(files, output_dir, ext)
+    check_output_dir(output_dir)
     results = []
     for i, (src, dst) in enumerate(zip(files, outs)):
         label = f"{i + 1}/{len(files)} {src.name}" if progress else False
         try:
             r = restore_file(restorer, src, dst, tile, overlap, batch_tiles, label)
-        except ImageReadError as e:
+        except ImageReadError as e:  # unreadable, too large, no memory: skip it, go on
             if not skip_errors:
                 raise
-            log.error("%s", e)
+            log.error("skipped: %s", e)
             results.append({"input": str(src), "error": str(e)})
             continue
         log.info("%s -> %s (%dx%d -> %dx%d, %s, %.1f s)", src, dst, *r["in_shape"],
@@ -361,8 +399,11 @@ def main(argv: Sequence[str]) -> None:
     from jaxsr.checkpoint import CheckpointError
     from jaxsr.export import ArtifactError
     try:
-        files = resolve_inputs(F.input)  # input errors first, before loading the model
+        # input, output and flag errors first, before loading the model
+        check_tiling(F.tile or None, F.overlap, F.batch_tiles)
+        files = resolve_inputs(F.input)
         output_paths(files, F.output, F.ext or None)
+        check_output_dir(F.output)
         restorer = load_restorer(F.workdir, F.artifact, F.checkpoint,
                                  {"auto": None, "yes": True, "no": False}[F.ema])
         absl_logging.info("restoring %d image(s) with %s", len(files), restorer.description)
@@ -370,19 +411,28 @@ def main(argv: Sequence[str]) -> None:
                           F.batch_tiles, progress=True, skip_errors=True)
     except (PredictError, CheckpointError, ArtifactError, ImageReadError,
             FileNotFoundError) as e:
-        absl_logging.error("%s", e)
-        raise SystemExit(1) from None
+        _fail(e)
+    except OSError as e:  # disk full, permissions while writing outputs
+        _fail(f"{e.filename or F.output}: {e.strerror or e}; free space or pick another --output")
     failed = [r for r in results if "error" in r]
     absl_logging.info("restored %d image(s) into %s", len(results) - len(failed), F.output)
     if failed:
-        absl_logging.error("%d image(s) could not be read: %s", len(failed),
+        absl_logging.error("%d image(s) skipped (not restored): %s", len(failed),
                            ", ".join(r["input"] for r in failed))
         raise SystemExit(1)
 
 
+def _fail(error) -> None:
+    """Prints one error line (the traceback too with JAXSR_VERBOSE=1) and exits with 1."""
+    from jaxsr.logs import user_error
+    user_error(error)
+
+
 def run() -> None:
     from absl import app
-    from jaxsr.logs import quiet_library_logs
+    import sys
+    from jaxsr.logs import quiet_library_logs, use_verbose_flag
+    sys.argv = use_verbose_flag(sys.argv)
     _define_flags.flags = _define_flags()  # type: ignore[attr-defined]
     quiet_library_logs()
     app.run(main)

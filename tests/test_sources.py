@@ -80,7 +80,12 @@ def test_size_mismatch_and_inconsistent_scale(tmp_path):
     make_pairs(tmp_path, ["a"], 2)
     save(tmp_path / "lr" / "b.png", rand(4, 6))
     save(tmp_path / "hr" / "b.png", rand(12, 18))  # scale 3 in a scale-2 folder
-    src = PairedFolderSource(tmp_path)
+    # checked up front, from the headers (issue 13): before any training step
+    with pytest.raises(ValueError, match="disagree with scale 2") as info:
+        PairedFolderSource(tmp_path)
+    assert "lr/b.png" in str(info.value) and "hr/b.png" in str(info.value)
+    assert "a.png" not in str(info.value) and "needs HR = 8x12" in str(info.value)
+    src = PairedFolderSource(tmp_path, check=False)  # still checked when read
     assert src.scale == 2
     src[0]
     with pytest.raises(PairMismatchError) as info:

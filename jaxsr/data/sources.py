@@ -3,8 +3,9 @@
 `PairedFolderSource(root)` reads `root/lr/*` and `root/hr/*` matched by file stem (the
 extensions may differ): `source[i] -> {'lr': (h, w, 3) uint8, 'hr': (h*s, w*s, 3) uint8,
 'name': str}`. `ImageFolderSource(root)` reads `root/*`: `{'hr': (H, W, 3) uint8, 'name': str}`.
-Construction only lists the folders (plus, for `scale=None`, the header of one pair); pixels are
-read in `__getitem__`.
+Construction lists the folders and reads every file's header (names, sizes and a decodable
+header checked up front, in parallel threads, before any training step: ~1 ms per file); pixels
+are read in `__getitem__`. Problems raise `DataError` listing the files and the fix.
 """
 from __future__ import annotations
 
@@ -14,9 +15,53 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from jaxsr.imageio import image_size, list_images, read_image, read_pair
+from jaxsr.imageio import ImageReadError, image_size, list_images, read_image, read_pair
 
-__all__ = ["PairedFolderSource", "ImageFolderSource", "match_pairs", "infer_scale"]
+__all__ = ["PairedFolderSource", "ImageFolderSource", "match_pairs", "infer_scale", "DataError",
+           "check_headers"]
+
+
+class DataError(ValueError):
+    """A training/evaluation folder is unusable; the message names the files and the fix."""
+
+
+class FolderNotFoundError(DataError, FileNotFoundError):
+    """A data folder does not exist (also a FileNotFoundError, as it always was)."""
+
+
+_SHOWN = 5  # problems listed in a DataError
+
+
+def _headers(paths: Sequence[str]) -> list[tuple[int, int] | ImageReadError]:
+    """(H, W) from each file's header, or the ImageReadError, in threads (I/O bound)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: str):
+        try:
+            return image_size(path)
+        except ImageReadError as e:
+            return e
+    if len(paths) < 16:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(one, paths, chunksize=64))
+
+
+def _raise_problems(problems: list[str], what: str, fix: str) -> None:
+    if problems:
+        shown = problems[:_SHOWN]
+        more = f"\n  ... and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+        raise DataError(f"{len(problems)} {what}:\n  " + "\n  ".join(shown) + more
+                        + f"\nFix: {fix}")
+
+
+def check_headers(paths: Sequence[str]) -> list[tuple[int, int]]:
+    """(H, W) of every image from its header; DataError listing the undecodable ones."""
+    sizes = _headers(paths)
+    _raise_problems([str(r) for r in sizes if isinstance(r, ImageReadError)],
+                    "image file(s) cannot be read",
+                    "replace or remove them (check the whole folder before training again)")
+    return sizes  # type: ignore[return-value]
 
 PathLike = str | os.PathLike
 
@@ -29,7 +74,7 @@ def _by_key(files: Iterable[pathlib.Path], key: Callable[[pathlib.Path], str | N
         if k is None:
             continue
         if k in out:
-            raise ValueError(f"two {role} files in '{folder}' have the same name '{k}': "
+            raise DataError(f"two {role} files in '{folder}' have the same name '{k}': "
                              f"'{out[k].name}' and '{f.name}'; keep only one of them")
         out[k] = f
     return out
@@ -60,7 +105,7 @@ def match_pairs(lr_files: Iterable[PathLike], hr_files: Iterable[PathLike], *,
     lr = _by_key(lr_files, lr_key, lr_dir, "LR")
     hr = _by_key(hr_files, hr_key, hr_dir, "HR")
     if not lr and not hr:
-        raise ValueError(f"no images found in LR folder '{lr_dir}' nor HR folder '{hr_dir}'; "
+        raise DataError(f"no images found in LR folder '{lr_dir}' nor HR folder '{hr_dir}'; "
                          "check the path and the folder layout")
     only_lr = sorted(set(lr) - set(hr))
     only_hr = sorted(set(hr) - set(lr))
@@ -70,7 +115,7 @@ def match_pairs(lr_files: Iterable[PathLike], hr_files: Iterable[PathLike], *,
         more = len(only_lr) + len(only_hr) - len(lines)
         if more > 0:
             lines.append(f"... and {more} more")
-        raise ValueError("unpaired images:\n  " + "\n  ".join(lines)
+        raise DataError("unpaired images:\n  " + "\n  ".join(lines)
                          + "\nFix: add the missing partners or remove the extra files "
                            "(pairs are matched by file name without extension)")
     return [(k, lr[k], hr[k]) for k in sorted(lr)]
@@ -80,7 +125,7 @@ def infer_scale(lr_path: PathLike, hr_path: PathLike) -> int:
     """Integer scale HR / LR of one pair from the image headers (1 for same-size pairs)."""
     (lh, lw), (hh, hw) = image_size(lr_path), image_size(hr_path)
     if hh % lh or hw % lw or hh // lh != hw // lw or hh < lh:
-        raise ValueError(f"cannot infer an integer scale from LR '{lr_path}' ({lh}x{lw}) and HR "
+        raise DataError(f"cannot infer an integer scale from LR '{lr_path}' ({lh}x{lw}) and HR "
                          f"'{hr_path}' ({hh}x{hw}); pass scale= explicitly or fix the pair")
     return hh // lh
 
@@ -91,19 +136,21 @@ class PairedFolderSource:
     Args:
       root: folder holding the two subfolders.
       scale: integer HR/LR size ratio (1: same-size pairs, e.g. City100, deraining); None
-        infers it from the first pair's headers. Every pair is checked when read.
+        infers it from the first pair's headers.
+      check: read every file's header now and raise DataError for undecodable files or pairs
+        whose sizes disagree with the scale (before training, not when the sampler gets there).
 
     `source[i]` -> {'lr': (h, w, 3) uint8, 'hr': (h*scale, w*scale, 3) uint8, 'name': str},
     sorted by name.
     """
 
     def __init__(self, root: PathLike, lr_subdir: str = "lr", hr_subdir: str = "hr",
-                 scale: int | None = None):
+                 scale: int | None = None, check: bool = True):
         self.root = pathlib.Path(root)
         lr_dir, hr_dir = self.root / lr_subdir, self.root / hr_subdir
         for d, role in ((lr_dir, "LR"), (hr_dir, "HR")):
             if not d.is_dir():
-                raise FileNotFoundError(
+                raise FolderNotFoundError(
                     f"{role} folder '{d}' not found; PairedFolderSource expects "
                     f"'{self.root}/{lr_subdir}/' and '{self.root}/{hr_subdir}/' with matching "
                     "file names (set lr_subdir= / hr_subdir= for other names)")
@@ -117,6 +164,20 @@ class PairedFolderSource:
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
         self.scale = int(scale)
+        if check:
+            self._check_pairs()
+
+    def _check_pairs(self) -> None:
+        lr_sizes = check_headers(self._lr)
+        hr_sizes = check_headers(self._hr)
+        s = self.scale
+        _raise_problems(
+            [f"LR '{lr}' is {lh}x{lw} (HxW) and HR '{hr}' is {hh}x{hw}, but scale {s} needs HR "
+             f"= {lh * s}x{lw * s}" for lr, hr, (lh, lw), (hh, hw)
+             in zip(self._lr, self._hr, lr_sizes, hr_sizes) if (hh, hw) != (lh * s, lw * s)],
+            f"pair(s) in '{self.root}' disagree with scale {s}",
+            "crop the HR images to scale x the LR size (or the LR to HR / scale), or fix the "
+            "scale (config.model.scale)")
 
     @property
     def names(self) -> list[str]:
@@ -147,11 +208,11 @@ class ImageFolderSource:
     `source[i]` -> {'hr': (H, W, 3) uint8, 'name': str (file stem)}.
     """
 
-    def __init__(self, root: PathLike, *, recursive: bool = False):
+    def __init__(self, root: PathLike, *, recursive: bool = False, check: bool = True):
         self.root = pathlib.Path(root)
         files = list_images(self.root, recursive=recursive)
         if not files:
-            raise ValueError(f"no images (.png .jpg .jpeg .bmp .tif .tiff) in '{self.root}'; "
+            raise DataError(f"no images (.png .jpg .jpeg .bmp .tif .tiff) in '{self.root}'; "
                              "check the path")
 
         def name(p: pathlib.Path) -> str:
@@ -160,6 +221,8 @@ class ImageFolderSource:
         by_name = _by_key(files, name, self.root, "image")
         self._names: Sequence[str] = list(by_name)
         self._paths = [str(p) for p in by_name.values()]
+        if check:  # every header decodable, before training
+            check_headers(self._paths)
 
     @property
     def names(self) -> list[str]:

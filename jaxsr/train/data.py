@@ -41,7 +41,8 @@ def split_train_val(source: Any, val_count: int) -> tuple[Any, Any]:
     """Holds out the last `val_count` records (sorted by name) for evaluation."""
     n = len(source)
     if val_count >= n:
-        raise ValueError(f"config.data.val_count={val_count} leaves no training data "
+        from jaxsr.config_util import ConfigError
+        raise ConfigError(f"config.data.val_count={val_count} leaves no training data "
                          f"({n} pairs); lower it or set config.data.val_dir")
     return Subset(source, range(n - val_count)), Subset(source, range(n - val_count, n))
 

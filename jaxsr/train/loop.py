@@ -34,6 +34,15 @@ class LoopConfig:
     # Names for the entries of vector metrics (e.g. per-task losses): `task_loss/<label>`.
     vector_labels: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        from jaxsr.config_util import ConfigError
+        for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if int(value) < 1:
+                raise ConfigError(
+                    f"{self.description}: {name}={value!r} must be at least 1 (set it in the "
+                    f"config, e.g. --config.train.{name}=<a positive number>)")
+
 
 def run_loop(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, dict]],
              batches: Iterator[Any], put_batch: Callable[[Any], Any],
@@ -46,6 +55,8 @@ def run_loop(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, dict]],
     the checkpoints written before that step are kept untouched.
     """
     start = int(jax.device_get(state.step))
+    if start > 0 and hasattr(writer, "rewind"):
+        writer.rewind(start)  # a resumed run logs steps after `start` again: keep each once
     last_eval: dict = {}
     pending: list[dict] = []
     t_last, steps_since = time.perf_counter(), 0
