@@ -43,7 +43,6 @@ def section(args) -> list[dict]:
     from jaxsr.methods.pcl import train as pcl
     from jaxsr.model_factory import build_model
     from jaxsr.train import mesh as mesh_lib
-    from jaxsr.train.state import create_state
     from jaxsr.train.steps import compile_step, make_train_step
 
     config = load_config_file("configs/pcl.py", args.variant or None)

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 METHODS = {
     "supervised": "jaxsr.methods.supervised",
     "drtl": "jaxsr.methods.drtl.train",
+    "crl": "jaxsr.methods.crl.train",
+    "pcl": "jaxsr.methods.pcl.train",
+    "irconstyle": "jaxsr.methods.irconstyle.train",
 }
 
 

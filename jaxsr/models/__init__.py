@@ -6,7 +6,7 @@
     sr = model.apply(params, lr)   # (B, h, w, 3) in [0, 1] -> (B, 4h, 4w, 3) float32
 
 `names()` lists presets (edsr_baseline, edsr_large, rcan, nafnet_w32, nafnet_w64,
-nafnet_sidd_w32, nafnet_sidd_w64, unet) and generic names (edsr, nafnet) that take explicit
+nafnet_sidd_w32, nafnet_sidd_w64, unet, crl_sr) and generic names (edsr, nafnet) that take explicit
 fields. Every model has fields `scale` (1-4; NAFNet 1 only) and `dtype` (compute dtype; params are
 float32). UNet and NAFNet take optional side inputs `features` / `code` (`jaxsr.models.injection`).
 
@@ -19,13 +19,17 @@ from jaxsr.models.registry import (create, create_side, describe, describe_side,
                                    register, register_side, side_names)
 # Importing the model modules registers them.
 from jaxsr.models.edsr import EDSR
+from jaxsr.models.crl import CRLSR
 from jaxsr.models.nafnet import NAFNet
 from jaxsr.models.rcan import RCAN
 from jaxsr.models.side import ConvEncoder, VGGDiscriminator
 from jaxsr.models.unet import UNet
+# IRConStyle's deployed network (encoder + restorer) lives with its method; importing it here
+# registers constyle, constyle_nafnet, constyle_unet so build_model / predict / export find them.
+import jaxsr.methods.irconstyle.model  # noqa: E402,F401
 
 __all__ = [
-    "ConvEncoder", "DIV2K_RGB_MEAN", "EDSR", "NAFNet", "RCAN", "UNet", "Upsampler",
+    "CRLSR", "ConvEncoder", "DIV2K_RGB_MEAN", "EDSR", "NAFNet", "RCAN", "UNet", "Upsampler",
     "VGGDiscriminator", "count_params", "create", "create_side", "describe", "describe_side",
     "names", "pixel_shuffle", "pixel_unshuffle", "register", "register_side", "side_names",
 ]
