@@ -86,11 +86,23 @@ drtl row fields (besides section, model, scale, dtype, batch (per task), patch, 
   peak_bytes_in_use, max_rss_bytes, and the environment fields, as above. --isolate runs each
   point and variant in its own process (per-variant peak memory on GPU).
 
+Sections `pcl`, `crl`, `irconstyle` time a method's real jitted training step against an L1
+step of the same network (the method's overhead), each from its module in experiments/:
+  python experiments/benchmark.py --section=pcl [--method_variant=rcan] --batch=8 --patch=64 \
+      --steps=10 --warmup=2             # bench_pcl.py: kind l1 | pcl, step_ms, ratio_to_l1
+  python experiments/benchmark.py --section=crl [--method_variant=x4] --steps=20 \
+      --infer_size=128x128              # bench_crl.py: ms_per_step, relative, inference MP/s
+  python experiments/benchmark.py --section=irconstyle [--method_variant=denoise25] --steps=10 \
+      --infer_size=256x256              # bench_irconstyle.py: ConStyle-NAFNet phases 1 and 2 vs
+                                        # NAFNet of the same size, step ms, inference MP/s, memory
+Their rows carry the fields those modules document, plus the environment fields.
+
 Adding a section: write `def my_section(cfg: Settings) -> list[dict]` (use `grid(cfg)` and
 `guarded(...)` to keep one row per point and errors contained) and add it to SECTIONS.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -140,8 +152,10 @@ DRTL_DEFAULT_TASKS = ("bicubic", "gaussian_blur", "gaussian_noise", "jpeg")
 SCALE1_ONLY = (models.NAFNet,)   # model classes that only restore (output size = input size)
 
 _SECTION = flags.DEFINE_string("section", "supervised",
-                               "What to benchmark: 'supervised' (the supervised trainer's step) "
-                               "or 'drtl' (the DRTL-P / DRTL-M transfer steps).")
+                               "What to benchmark: 'supervised' (the supervised trainer's step), "
+                               "'drtl' (the DRTL-P / DRTL-M transfer steps), or a method's step "
+                               "against an L1 step of the same network: 'pcl', 'crl', "
+                               "'irconstyle'.")
 _MODELS = flags.DEFINE_list("models", DEFAULT_MODELS, "Comma list of model registry names.")
 _BATCH = flags.DEFINE_list("batch", ["16"], "Comma list of global batch sizes.")
 _PATCH = flags.DEFINE_list("patch", ["96"], "Comma list of HR patch sides (divisible by scale).")
@@ -169,6 +183,11 @@ _VARIANTS = flags.DEFINE_list(
     "drtl: which step variants: 'all', groups P / M / M1 (first order) / M2 (second order) / "
     "M2ad (second order by autodiff), or names P-vmap, P-unroll, P-loop, M2-vmap, M2-unroll, "
     "M2ad-vmap-remat, M1-map, ...")
+_METHOD_VARIANT = flags.DEFINE_string(
+    "method_variant", "",
+    "pcl / crl / irconstyle: variant of configs/<method>.py ('' = pcl's default, crl 'x2', "
+    "irconstyle 'derain'). These sections take --steps, --warmup (pcl), the first --batch and "
+    "--patch (pcl) and --infer_size (crl, irconstyle: the square side).")
 _ISOLATE = flags.DEFINE_bool("isolate", False,
                              "Run every grid point in a fresh process (per-point peak memory).")
 
@@ -194,6 +213,7 @@ class Settings:
     tasks: tuple[str, ...] = DRTL_DEFAULT_TASKS     # drtl only
     inner_steps: int = 1                            # drtl only
     variants: tuple[str, ...] = ("all",)            # drtl only
+    method_variant: str = ""                        # pcl / crl / irconstyle only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +269,7 @@ def settings_from_flags() -> Settings:
         infer_size=parse_size(_INFER_SIZE.value), infer_batch=_INFER_BATCH.value,
         infer_steps=_INFER_STEPS.value, model_kwargs=kwargs, seed=_SEED.value,
         tasks=tuple(_TASKS.value), inner_steps=_INNER_STEPS.value,
-        variants=tuple(_VARIANTS.value))
+        variants=tuple(_VARIANTS.value), method_variant=_METHOD_VARIANT.value)
 
 
 def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -751,9 +771,56 @@ def drtl_section(cfg: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- methods
+# Each method's module in experiments/ (bench_pcl.py, bench_crl.py, bench_irconstyle.py) times its
+# real training step against an L1 step of the same network; these adapt the flags to them.
+METHOD_SECTIONS = ("pcl", "crl", "irconstyle")
+
+
+def _infer_side(cfg: Settings, default: int) -> int:
+    return int(cfg.infer_size[0]) if cfg.infer_size else default
+
+
+def pcl_section(cfg: Settings) -> list[dict[str, Any]]:
+    import bench_pcl   # experiments/ is on sys.path when this file runs as a script
+    args = bench_pcl.parser().parse_args([
+        f"--variant={cfg.method_variant}", f"--batch={cfg.batches[0]}",
+        f"--patch={cfg.patches[0]}", f"--steps={cfg.steps}", f"--warmup={max(cfg.warmup, 1)}"])
+    return [{**r, "status": "ok"} for r in bench_pcl.section(args)]
+
+
+def crl_section(cfg: Settings) -> list[dict[str, Any]]:
+    import bench_crl
+    args = argparse.Namespace(crl_variant=cfg.method_variant or "x2", crl_steps=cfg.steps,
+                              crl_size=_infer_side(cfg, 128))
+    return [{"section": "crl", **r, "status": "ok"} for r in bench_crl.section(args)]
+
+
+def irconstyle_section(cfg: Settings) -> list[dict[str, Any]]:
+    import bench_irconstyle
+    args = argparse.Namespace(irconstyle_variant=cfg.method_variant or "derain",
+                              irconstyle_steps=cfg.steps,
+                              irconstyle_size=_infer_side(cfg, 256))
+    return [{**r, "status": "ok"} for r in bench_irconstyle.section(args)]
+
+
+def format_method_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of every numeric or short field the method rows carry."""
+    skip = {"flags", "time", "status", "section", "jax_version", "jaxlib_version", "python",
+            "platform", "cpu", "hostname"}
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip]
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
     "supervised": supervised_section,
     "drtl": drtl_section,
+    "pcl": pcl_section,
+    "crl": crl_section,
+    "irconstyle": irconstyle_section,
 }
 
 
@@ -866,6 +933,8 @@ def main(argv: list[str]) -> None:
             select_variants(cfg.variants)
         except ValueError as e:
             raise app.UsageError(str(e)) from None
+    if cfg.section in METHOD_SECTIONS and _ISOLATE.value:
+        raise app.UsageError(f"--isolate is for the grid sections, not --section={cfg.section}")
     rows = run_isolated(cfg) if _ISOLATE.value else run(cfg)
     if jax.process_index() != 0:   # multi-process runs: process 0 reports
         return
@@ -876,7 +945,8 @@ def main(argv: list[str]) -> None:
             print(line, flush=True)
             if out:
                 out.write(line + "\n")
-    print(format_table(rows), flush=True)
+    table = format_method_table if cfg.section in METHOD_SECTIONS else format_table
+    print(table(rows), flush=True)
 
 
 if __name__ == "__main__":
