@@ -600,6 +600,8 @@ def main(argv: Sequence[str]) -> None:
     FLAGS = _define_flags.flags  # type: ignore[attr-defined]
     if not FLAGS.workdir or not FLAGS.output:
         raise app.UsageError("pass --workdir=RUN (a training run) and --output=DIR or FILE.zip")
+    from jaxsr import compile_cache
+    compile_cache.enable()
     use_ema = {"auto": None, "yes": True, "no": False}[FLAGS.ema]
     from jaxsr.checkpoint import CheckpointError
     try:

@@ -39,6 +39,8 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
+    from jaxsr import compile_cache
+    compile_cache.enable()   # reruns and resumes load compiled programs from disk
     if _COORDINATOR.value or _DISTRIBUTED.value:
         # CPU processes need gloo for cross-process collectives (no effect on GPU/TPU).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")

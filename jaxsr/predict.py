@@ -396,6 +396,8 @@ def main(argv: Sequence[str]) -> None:
     F = _define_flags.flags  # type: ignore[attr-defined]
     if not F.input or not F.output:
         raise app.UsageError("pass --input (file, folder or glob) and --output (a folder)")
+    from jaxsr import compile_cache
+    compile_cache.enable()
     from jaxsr.checkpoint import CheckpointError
     from jaxsr.export import ArtifactError
     try:

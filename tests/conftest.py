@@ -16,3 +16,17 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
       pytest.skip(f"real test data not found at {SHARED_DATA} (set JAXSR_SHARED_DATA)")
     return SHARED_DATA
+
+
+def _share_one_compilation_cache() -> None:
+    """One fresh XLA cache folder for this test session, shared by the xdist workers and every
+    subprocess a test starts (they inherit the variable): a program that several tests compile
+    (the same tiny model, a killed run and its resume) compiles once. Never the user's cache."""
+    if "JAXSR_TEST_CACHE_SET" in os.environ:
+        return
+    import tempfile
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsr-test-xla-")
+    os.environ["JAXSR_TEST_CACHE_SET"] = "1"
+
+
+_share_one_compilation_cache()

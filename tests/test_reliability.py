@@ -48,11 +48,15 @@ def _predict_beside_training(tmp_path, num_steps: int, checkpoint_every: int,
     wd = tmp_path / "live"
     image = png(tmp_path / "in" / "x.png", 20, 20)
     log = open(tmp_path / "train.log", "w")
+    # The training compiles as a user's first run does (no compilation cache: its evaluation
+    # program compiles mid-run), so that it is still running while the predicts come.
+    train_env = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
     train = subprocess.Popen(
         [sys.executable, "-m", "jaxsr.main", f"--config={TINY}", f"--workdir={wd}",
          f"--config.train.num_steps={num_steps}",
          f"--config.train.checkpoint_every={checkpoint_every}", *extra],
-        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, env={**train_env, "JAXSR_COMPILATION_CACHE": "0"}, stdout=log,
+        stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while not any((wd / "checkpoints").glob("[0-9]*")) and time.time() < deadline:
