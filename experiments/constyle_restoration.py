@@ -34,7 +34,7 @@ METRICS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 
 
 def models(args) -> dict[str, tuple[str, dict]]:
-    """name -> (registry name, kwargs): reduced sizes (see --help / RESULTS_SECTION.md)."""
+    """name -> (registry name, kwargs): reduced sizes (see --help and experiments/RESULTS.md)."""
     blocks = dict(enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1))
     return {
         "constyle_nafnet": ("constyle", dict(restorer="nafnet", width=args.width, **blocks)),
