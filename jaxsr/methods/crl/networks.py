@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsr.models.common import Dtype, Upsampler, conv, mean_shift
+from jaxsr.models.common import Dtype, conv, mean_shift
 from jaxsr.models.crl import CRLSR, DegradationRemover, SRDecoder
 from jaxsr.models.edsr import ResBlock
 
@@ -66,19 +66,8 @@ class ProjectionHead(nn.Module):
         return nn.Dense(self.dim, name="fc2")(v)
 
 
-class ReconstructionDecoder(nn.Module):
-    """D_rec: E_f features (B, h, w, F) -> HR estimate (B, h*s, w*s, 3) float32."""
-    features: int = 32
-    scale: int = 2
+class ReconstructionDecoder(SRDecoder):
+    """D_rec: E_f features (B, h, w, F) -> HR estimate (B, h*s, w*s, 3) float32. The SR
+    decoder's architecture (ResBlocks, upsampler, RGB conv) with its own weights; one block by
+    default."""
     num_blocks: int = 1
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, f: jax.Array) -> jax.Array:
-        y = f.astype(self.dtype)
-        for i in range(self.num_blocks):
-            y = ResBlock(self.features, dtype=self.dtype, name=f"block_{i}")(y)
-        if self.scale > 1:
-            y = Upsampler(self.features, self.scale, name="upsampler", dtype=self.dtype)(y)
-        y = conv(3, 3, name="tail", dtype=self.dtype)(y)
-        return mean_shift(y.astype(jnp.float32), +1)

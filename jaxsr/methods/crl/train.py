@@ -104,7 +104,7 @@ def build_networks(config) -> Networks:
         details=StridedEncoder(f, int(c.details_blocks), s),
         extractor=StridedEncoder(f, int(c.extractor_blocks), s),
         head=ProjectionHead(int(c.head_dim)),
-        rec=ReconstructionDecoder(f, s, int(c.rec_blocks)),
+        rec=ReconstructionDecoder(scale=s, features=f, num_blocks=int(c.rec_blocks)),
         scale=s)
 
 
