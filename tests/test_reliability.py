@@ -42,42 +42,55 @@ def run(tmp_path_factory):
 
 # ------------------------------------------------------------- 1. predict beside a live run
 def _predict_beside_training(tmp_path, num_steps: int, checkpoint_every: int,
-                             extra: tuple = (), predicts: int = 5) -> None:
-    """Starts a real training process, runs `predicts` real predict processes on its workdir
-    one after the other while it trains, and checks the training finished every step."""
+                             extra: tuple = (), predicts: int = 5, stagger: float = 1.5) -> None:
+    """Starts a real training process and, once it has a checkpoint, `predicts` real predict
+    processes on its workdir, one every `stagger` seconds (each overlapping the next, so that
+    they span the training whatever the machine's load); checks that at least 3 of them ran
+    start to end while it trained and that the training finished every step."""
     wd = tmp_path / "live"
     image = png(tmp_path / "in" / "x.png", 20, 20)
     log = open(tmp_path / "train.log", "w")
     # The training compiles as a user's first run does (no compilation cache: its evaluation
-    # program compiles mid-run), so that it is still running while the predicts come.
-    train_env = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    # program compiles mid-run).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    env.pop("JAXSR_VERBOSE", None)
+    train_env = {k: v for k, v in env.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     train = subprocess.Popen(
         [sys.executable, "-m", "jaxsr.main", f"--config={TINY}", f"--workdir={wd}",
          f"--config.train.num_steps={num_steps}",
          f"--config.train.checkpoint_every={checkpoint_every}", *extra],
         cwd=ROOT, env={**train_env, "JAXSR_COMPILATION_CACHE": "0"}, stdout=log,
         stderr=subprocess.STDOUT)
+    running = []   # [process, output folder, training alive at its start]
     try:
         deadline = time.time() + 120
         while not any((wd / "checkpoints").glob("[0-9]*")) and time.time() < deadline:
             assert train.poll() is None, (tmp_path / "train.log").read_text()[-3000:]
             time.sleep(0.2)
-        overlapped, steps = 0, []
         for i in range(predicts):
-            alive = train.poll() is None
-            r = cli("predict", f"--workdir={wd}", f"--input={image}",
-                    f"--output={tmp_path / f'out{i}'}", "--tile=32")
-            assert r.returncode == 0, r.stderr[-3000:]
-            assert (tmp_path / f"out{i}" / "x.png").is_file()
-            overlapped += alive and train.poll() is None  # training ran through the predict
-            steps.append(int(r.stderr.split(" step ")[1].split()[0]))
+            out = tmp_path / f"out{i}"
+            running.append([subprocess.Popen(
+                [sys.executable, "-m", "jaxsr.predict", f"--workdir={wd}", f"--input={image}",
+                 f"--output={out}", "--tile=32"], cwd=ROOT, env=env, text=True,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out, train.poll() is None])
+            time.sleep(stagger)
+        overlapped, steps = 0, []
+        for proc, out, alive in running:
+            _, err = proc.communicate(timeout=300)
+            overlapped += alive and train.poll() is None  # training ran through this predict
+            assert proc.returncode == 0, err[-3000:]
+            assert (out / "x.png").is_file()
+            steps.append(int(err.split(" step ")[1].split()[0]))
         assert train.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-3000:]
     finally:
+        for proc, _, _ in running:
+            if proc.poll() is None:
+                proc.kill()
         if train.poll() is None:
             train.kill()
         log.close()
     assert overlapped >= 3, f"only {overlapped} predicts ran while the run trained"
-    assert steps == sorted(steps) and steps[0] >= checkpoint_every  # newest committed step
+    assert min(steps) >= checkpoint_every and max(steps) <= num_steps  # committed steps only
     ckpts = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts[-1] == num_steps  # training reached its last step and saved it
     assert not [p for p in (wd / "checkpoints").iterdir() if not p.name.isdigit()]
@@ -89,7 +102,7 @@ def _predict_beside_training(tmp_path, num_steps: int, checkpoint_every: int,
 
 def test_predict_beside_a_live_run(tmp_path):
     """CI version: 400 steps with a checkpoint every 10 (a save, and a keep-3 deletion, about
-    every second), five predicts in a row."""
+    every second), five overlapping predicts started 1.5 s apart."""
     _predict_beside_training(tmp_path, 400, 10, ("--config.train.eval_every=100",))
 
 
