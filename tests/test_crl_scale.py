@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = pathlib.Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -23,6 +24,7 @@ def _run(out, devices):
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # two subprocesses (1 and 8 simulated devices), each compiling the step
 def test_crl_step_on_eight_devices_equals_one_device(tmp_path):
     procs = [_run(tmp_path / "one.npz", 1), _run(tmp_path / "eight.npz", 8)]
     outs = [p.communicate(timeout=600)[0] for p in procs]

@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_harness_method import SlowAfter, _assert_states_equal  # noqa: E402
@@ -51,6 +52,7 @@ def final_state(workdir):
     return state, meta
 
 
+@pytest.mark.slow  # a reference run, a killed subprocess, its resume, predict and export
 def test_kill_and_resume_restores_the_queue_exactly_then_predict_and_export(tmp_path):
     ref = run(tmp_path / "ref")
     victim_dir = tmp_path / "victim"

@@ -24,6 +24,7 @@ def run(out, devices):
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # two subprocesses (1 and 8 simulated devices), each compiling both phases
 def test_eight_devices_equal_one_including_the_queue(tmp_path):
     procs = [run(tmp_path / "one.npz", 1), run(tmp_path / "eight.npz", 8)]
     outs = [finish(p, timeout=600) for p in procs]
