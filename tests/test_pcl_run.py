@@ -16,6 +16,9 @@ import jax
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+from test_harness_method import SlowAfter  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS, CHECKPOINT_EVERY = 8, 4
 
@@ -125,27 +128,6 @@ def test_init_from_a_supervised_run_fine_tunes_its_network(tmp_path):
     with pytest.raises(ValueError, match="config.model"):
         pcl.init_state(bad, build_model(bad.model), net, pcl.sr_optimizer(bad),
                        pcl.embed_optimizer(bad))
-
-
-class SlowAfter:
-    """Batches that sleep after `step` batches (so the test can kill the run mid-way)."""
-    def __init__(self, batches, step, seconds):
-        self.batches, self.step, self.seconds, self.count = batches, step, seconds, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        self.count += 1
-        if self.count > self.step:
-            time.sleep(self.seconds)
-        return next(self.batches)
-
-    def get_state(self):
-        return self.batches.get_state()
-
-    def set_state(self, state):
-        self.batches.set_state(state)
 
 
 if __name__ == "__main__":
