@@ -11,8 +11,9 @@ import ml_collections
 
 
 def model(name: str = "edsr", scale: int = 1, kwargs: dict | None = None,
-          global_residual: bool = True, dtype: str = "float32") -> ml_collections.ConfigDict:
-    """`config.model`: registry name, scale, compute dtype, global residual, constructor kwargs
+          global_residual: bool = True, dtype: str = "auto") -> ml_collections.ConfigDict:
+    """`config.model`: registry name, scale, compute dtype ('auto': bfloat16 on GPU/TPU, float32
+    on CPU; parameters, losses and metrics stay float32), global residual, constructor kwargs
     (default: the small CPU-sized EDSR, 4 blocks of 32 features)."""
     kwargs = {"num_blocks": 4, "features": 32} if kwargs is None else kwargs
     return ml_collections.ConfigDict({

@@ -10,7 +10,9 @@ model code:
   params.npz         the weights, one array per parameter, keyed by its path ('net/head/kernel');
   config.json        the training config of the run;
   metadata.json      format version, jaxsr / jax versions, creation time, scale, model, platforms,
-                     training data, checkpoint step and metrics, and the sha256 of each file.
+                     compute dtype per platform ('auto' models: float32 on cpu, bfloat16 on
+                     cuda/tpu, one exported function choosing by platform), training data,
+                     checkpoint step and metrics, and the sha256 of each file.
 
 Use it with `jaxsr.export.load(path)` (below), `python -m jaxsr.predict --artifact=PATH`, or by
 hand::
@@ -382,10 +384,16 @@ def _umask() -> int:
 
 
 def export_run(workdir: str | os.PathLike, output: str | os.PathLike, checkpoint: str = "latest",
-               platforms: Sequence[str] = PLATFORMS, use_ema: bool | None = None
-               ) -> pathlib.Path:
-    """Exports a training run's checkpoint (see module doc) to `output` (folder or .zip)."""
-    from jaxsr.run_config import load_run, make_forward
+               platforms: Sequence[str] = PLATFORMS, use_ema: bool | None = None,
+               dtype: str | None = None) -> pathlib.Path:
+    """Exports a training run's checkpoint (see module doc) to `output` (folder or .zip).
+
+    `dtype` overrides the run's `config.model.dtype` ('auto', 'float32', 'bfloat16'); the
+    compute dtype used on each platform is recorded in metadata['compute_dtype']."""
+    from jaxsr.run_config import config_from_dict, load_run
+    if dtype is not None:
+        from jaxsr.model_factory import resolve_dtype
+        resolve_dtype(dtype, what="--dtype")  # a bad name fails before the model loads
     check_output(output)  # before the model loads
     run = load_run(workdir, checkpoint, use_ema=use_ema)
     config = json.loads(run.config.to_json_best_effort())
@@ -410,9 +418,47 @@ def export_run(workdir: str | os.PathLike, output: str | os.PathLike, checkpoint
         "metrics": run.meta.get("metrics", {}),
         "baseline_metrics": baseline,
     }
+    model_cfg = config_from_dict(run.deployed.model) if run.deployed else run.config.model
+    if dtype:
+        model_cfg = _with_dtype(model_cfg, dtype)
+    forward, info["compute_dtype"] = platform_forward(model_cfg, platforms)
     tile = int(run.config.get("eval", {}).get("tile", 128))
-    files = build_artifact(make_forward(run.model), run.params, config, info, platforms, tile)
+    files = build_artifact(forward, run.params, config, info, platforms, tile)
     return write_artifact(files, output)
+
+
+def platform_forward(model_cfg: Any, platforms: Sequence[str] = PLATFORMS
+                     ) -> tuple[Callable[[Any, jax.Array], jax.Array], dict[str, str]]:
+    """(forward(params, x), {platform: compute dtype name}) for an artifact.
+
+    `model_cfg.dtype` is resolved per platform ('auto': float32 on cpu, bfloat16 on cuda/tpu).
+    When the platforms disagree, one exported function holds both programs and picks by the
+    platform it runs on (`jax.lax.platform_dependent`); the weights are float32 either way.
+    """
+    from jaxsr.model_factory import build_model, dtype_name, resolve_dtype
+    from jaxsr.run_config import make_forward
+    name = model_cfg.get("dtype", "float32")
+    dtypes = {p: dtype_name(resolve_dtype(name, _JAX_PLATFORM.get(p, p))) for p in platforms}
+    forwards = {d: make_forward(build_model(_with_dtype(model_cfg, d)))
+                for d in sorted(set(dtypes.values()))}
+    if len(forwards) == 1:
+        return next(iter(forwards.values())), dtypes
+
+    def forward(params: Any, x: jax.Array) -> jax.Array:
+        branches = {p: forwards[d] for p, d in dtypes.items()}
+        return jax.lax.platform_dependent(params, x, **branches)
+    return forward, dtypes
+
+
+# Export platform name -> the platform name `resolve_dtype` knows.
+_JAX_PLATFORM = {"cuda": "gpu", "rocm": "gpu"}
+
+
+def _with_dtype(model_cfg: Any, dtype: str) -> Any:
+    cfg = model_cfg.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.dtype = dtype
+    return cfg
 
 
 # ------------------------------------------------------------------------------------- load
@@ -589,6 +635,9 @@ def _define_flags():
     flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms to export for: cpu,cuda,tpu.")
     flags.DEFINE_enum("ema", "auto", ["auto", "yes", "no"],
                       "Export the EMA weights: auto = as the run's evaluation did.")
+    flags.DEFINE_enum("dtype", None, ["auto", "float32", "bfloat16", "float16"],
+                      "Compute dtype of the exported forward pass (default: the run's "
+                      "config.model.dtype; 'auto' = float32 on cpu, bfloat16 on cuda/tpu).")
     return flags.FLAGS
 
 
@@ -605,7 +654,8 @@ def main(argv: Sequence[str]) -> None:
     use_ema = {"auto": None, "yes": True, "no": False}[FLAGS.ema]
     from jaxsr.checkpoint import CheckpointError
     try:
-        path = export_run(FLAGS.workdir, FLAGS.output, FLAGS.checkpoint, FLAGS.platforms, use_ema)
+        path = export_run(FLAGS.workdir, FLAGS.output, FLAGS.checkpoint, FLAGS.platforms, use_ema,
+                          FLAGS.dtype)
     except (CheckpointError, ArtifactError, FileExistsError, FileNotFoundError, ValueError) as e:
         from jaxsr.logs import user_error
         user_error(e)
@@ -614,9 +664,9 @@ def main(argv: Sequence[str]) -> None:
         user_error(f"cannot write '{FLAGS.output}' ({e.strerror or e}); free space or pick "
                    "another --output")
     meta = _check_metadata(path, _read_files(path))
-    absl_logging.info("wrote %s: %s x%d, step %s, platforms %s, input %s", path, meta["model"],
-                      meta["scale"], meta["checkpoint"]["step"], ",".join(meta["platforms"]),
-                      meta["input"])
+    absl_logging.info("wrote %s: %s x%d, step %s, platforms %s, compute dtype %s, input %s", path,
+                      meta["model"], meta["scale"], meta["checkpoint"]["step"],
+                      ",".join(meta["platforms"]), meta.get("compute_dtype"), meta["input"])
     print(path)
 
 

@@ -1,7 +1,8 @@
 """Builds the restoration network a config names (`config.model`), for training and inference.
 
 `config.model` fields: name (registry name, see `jaxsr.models.names()`), scale, dtype
-('float32' | 'bfloat16'), global_residual (add the bicubic-upsampled input to the network output,
+('auto' | 'float32' | 'bfloat16' | 'float16': the compute dtype; 'auto' is bfloat16 on GPU/TPU and
+float32 on CPU, see `resolve_dtype`; parameters are float32 in every case), global_residual (add the bicubic-upsampled input to the network output,
 so the network learns a correction; with scale 1 that is the input itself), kwargs (passed to the
 model constructor, e.g. num_blocks, features).
 """
@@ -13,6 +14,28 @@ import jax.numpy as jnp
 import ml_collections
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPE_NAMES = ("auto", *DTYPES)
+# Platforms on which 'auto' computes in bfloat16 (their matrix units run bf16 at full rate; XLA:CPU
+# emulates bf16 convolutions, which is slower than float32 there).
+BF16_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
+
+
+def resolve_dtype(name: str, platform: str | None = None, what: str = "config.model.dtype"):
+    """The compute dtype for the dtype name `name` on `platform` (default: JAX's default backend).
+
+    'auto' -> bfloat16 on GPU/TPU, float32 on CPU; other names map to themselves. Raises
+    ValueError naming `what` and the allowed names for an unknown name."""
+    if name == "auto":
+        platform = (platform or jax.default_backend()).lower()
+        return jnp.bfloat16 if platform in BF16_PLATFORMS else jnp.float32
+    if name not in DTYPES:
+        raise ValueError(f"{what}={name!r} is unknown; use one of {list(DTYPE_NAMES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype) -> str:
+    """'float32' / 'bfloat16' / 'float16' for a jnp dtype."""
+    return jnp.dtype(dtype).name
 
 
 class GlobalResidual(nn.Module):
@@ -35,16 +58,14 @@ class GlobalResidual(nn.Module):
         return base + gain * self.net(x, **side_inputs).astype(jnp.float32)
 
 
-def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
+def build_model(model_cfg: ml_collections.ConfigDict, platform: str | None = None) -> nn.Module:
     """The Flax module for `config.model`; its `apply({'params': p}, x)` maps
-    (B, h, w, 3) float32 in [0, 1] to (B, h*scale, w*scale, 3) float32."""
+    (B, h, w, 3) float32 in [0, 1] to (B, h*scale, w*scale, 3) float32. `platform` ('cpu',
+    'gpu', 'tpu'; default JAX's default backend) resolves dtype 'auto'."""
     from jaxsr import models
-    dtype_name = model_cfg.get("dtype", "float32")
-    if dtype_name not in DTYPES:
-        raise ValueError(f"config.model.dtype={dtype_name!r} is unknown; use one of {list(DTYPES)}")
+    dtype = resolve_dtype(model_cfg.get("dtype", "float32"), platform)
     kwargs = dict(model_cfg.get("kwargs", {}))
-    net = models.create(model_cfg.name, scale=int(model_cfg.scale), dtype=DTYPES[dtype_name],
-                        **kwargs)
+    net = models.create(model_cfg.name, scale=int(model_cfg.scale), dtype=dtype, **kwargs)
     if model_cfg.get("global_residual", False):
         return GlobalResidual(net=net, scale=int(model_cfg.scale))
     return net
@@ -52,8 +73,8 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
 
 def build_side_model(side_cfg) -> nn.Module:
     """The Flax module for a side network (discriminator, encoder; see
-    `jaxsr.models.side_names()`) from a ConfigDict / mapping with fields name, dtype ('float32' |
-    'bfloat16', default float32) and kwargs (network fields). Side networks take no `scale`;
+    `jaxsr.models.side_names()`) from a ConfigDict / mapping with fields name, dtype ('auto' |
+    'float32' | 'bfloat16', default float32) and kwargs (network fields). Side networks take no `scale`;
     their `apply` signatures are in `jaxsr.models.side`."""
     from jaxsr import models
     allowed = ("name", "dtype", "kwargs")
@@ -63,12 +84,10 @@ def build_side_model(side_cfg) -> nn.Module:
                          f"{list(allowed)} and put network fields (widths, ...) into kwargs")
     if "name" not in side_cfg:
         raise ValueError(f"side network config needs a name, one of {models.side_names()}")
-    dtype_name = side_cfg.get("dtype", "float32")
-    if dtype_name not in DTYPES:
-        raise ValueError(f"side network {side_cfg['name']!r}: dtype={dtype_name!r} is unknown; "
-                         f"use one of {list(DTYPES)}")
+    dtype = resolve_dtype(side_cfg.get("dtype", "float32"),
+                          what=f"side network {side_cfg['name']!r}: dtype")
     kwargs = dict(side_cfg.get("kwargs", None) or {})
-    return models.create_side(side_cfg["name"], dtype=DTYPES[dtype_name], **kwargs)
+    return models.create_side(side_cfg["name"], dtype=dtype, **kwargs)
 
 
 def init_params(model: nn.Module, rng: jax.Array, lr_patch: int) -> dict:
