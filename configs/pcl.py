@@ -35,7 +35,7 @@ SMALL_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128)      # CPU-sized: a quarter of
 def embed_block(widths) -> ml_collections.ConfigDict:
     """The embedding network (a `jaxsr.model_factory.build_side_model` block)."""
     return ml_collections.ConfigDict({
-        "name": "vgg_discriminator", "dtype": "float32",
+        "name": "vgg_discriminator", "dtype": "auto",
         "kwargs": ml_collections.ConfigDict({"widths": tuple(widths),
                                              "strides": (1, 2, 1, 2, 1, 2, 1, 2)})})
 
