@@ -11,6 +11,10 @@ records `{'hr': (H, W, 3) uint8, 'name': str}` (PairedFolderSource, ImageFolderS
     state = iterator_state(it)             # JSON str; save it with the model checkpoint
     it = restore_iterator(loader, state)   # continues with exactly the batches that would follow
 
+Sources that decode images per record (the folder sources) cost a full decode per crop; wrap
+them in `jaxsr.data.store.disk_store` (decoded once into a shared memory-mapped file: a crop is
+then an array slice) or `InMemorySource` (small sets). Either gives the same batches.
+
 Randomness: records are shuffled per epoch and every record draws its crop position and its
 dihedral augmentation from a numpy Generator that grain derives from (seed, global position in
 the stream), so a given seed gives the same batches on every run, and a restored iterator resumes
@@ -29,6 +33,8 @@ from typing import Any, Sequence
 
 import grain
 import numpy as np
+
+from jaxsr.data.sources import identity_name
 
 # Orbax checkpoint args for grain iterators (registered with orbax when orbax is importable).
 CheckpointHandler = grain.checkpoint.CheckpointHandler
@@ -82,10 +88,9 @@ class _KeyedSource:
         return record
 
     def __repr__(self) -> str:
-        # A caching wrapper (InMemorySource) reports the class it caches: same records, so a
-        # saved data position stays valid when caching is switched on or off.
-        cls = getattr(self._source, "identity_class", type(self._source))
-        return f"{cls.__module__}.{cls.__qualname__}(len={self._len})"
+        # A caching wrapper (InMemorySource, the decoded store) reports the source it caches:
+        # same records, so a saved data position stays valid when caching is switched on or off.
+        return f"{identity_name(self._source)}(len={self._len})"
 
 
 def _dihedral(img: np.ndarray, flips: np.ndarray) -> np.ndarray:

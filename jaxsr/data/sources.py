@@ -18,7 +18,7 @@ import numpy as np
 from jaxsr.imageio import ImageReadError, image_size, list_images, read_image, read_pair
 
 __all__ = ["PairedFolderSource", "ImageFolderSource", "match_pairs", "infer_scale", "DataError",
-           "check_headers"]
+           "check_headers", "identity_name", "files_fingerprint"]
 
 
 class DataError(ValueError):
@@ -64,6 +64,31 @@ def check_headers(paths: Sequence[str]) -> list[tuple[int, int]]:
     return sizes  # type: ignore[return-value]
 
 PathLike = str | os.PathLike
+
+
+def files_fingerprint(kind: str, paths: Sequence[str], *extra: Any) -> str:
+    """sha256 hex of `kind`, `extra` and every file's (path, size, mtime): changes when a file is
+    added, removed, renamed or rewritten (what keys a decoded store, `jaxsr.data.store`)."""
+    import hashlib
+    import json
+    entries = []
+    for path in paths:
+        st = os.stat(path)
+        entries.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+    blob = json.dumps([kind, list(extra), entries], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def identity_name(source: Any) -> str:
+    """The name a source's checkpointed data positions are valid for: `source.identity_name`,
+    else the module and name of `source.identity_class`, else of its class. Caching wrappers
+    (InMemorySource, DiskStore) report the source they cache, so a saved position stays valid
+    when caching is switched on or off."""
+    name = getattr(source, "identity_name", None)
+    if isinstance(name, str):
+        return name
+    cls = getattr(source, "identity_class", type(source))
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _by_key(files: Iterable[pathlib.Path], key: Callable[[pathlib.Path], str | None],
@@ -198,6 +223,11 @@ class PairedFolderSource:
         lr, hr = read_pair(self._lr[j], self._hr[j], self.scale)
         return {"lr": lr, "hr": hr, "name": self._names[j]}
 
+    def fingerprint(self) -> str:
+        """Changes when any file of the pairs (or the scale) changes; keys a decoded store."""
+        return files_fingerprint("PairedFolderSource", self._lr + self._hr, self.scale,
+                                 self._names)
+
     def __repr__(self) -> str:
         return f"PairedFolderSource('{self.root}', pairs={len(self)}, scale={self.scale})"
 
@@ -238,6 +268,10 @@ class ImageFolderSource:
             raise IndexError(f"index {i} out of range for {n} images in '{self.root}'")
         return {"hr": read_image(self._paths[j]), "name": self._names[j]}
 
+    def fingerprint(self) -> str:
+        """Changes when any image file changes; keys a decoded store."""
+        return files_fingerprint("ImageFolderSource", self._paths, list(self._names))
+
     def __repr__(self) -> str:
         return f"ImageFolderSource('{self.root}', images={len(self)})"
 
@@ -253,6 +287,7 @@ class InMemorySource:
         self.records = [source[i] for i in range(len(source))]
         # What the input pipeline names this source by (for checkpointed data positions).
         self.identity_class = getattr(source, "identity_class", type(source))
+        self.identity_name = identity_name(source)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -4,10 +4,14 @@
 hr_subdir, val_dir ('' = hold out the last `val_count` pairs of train_dir), val_count,
 batch_size (global), hr_patch, augment, worker_count, synthetic_tasks (names from
 `jaxsr.degradations.task_names()`; non-empty = HR-only folder, LR made on device each step),
-mode ('down' | 'same', for synthetic tasks), cache_images.
+mode ('down' | 'same', for synthetic tasks), cache_images, store ('auto' | 'memory' | 'disk' |
+'none': how training records are kept decoded, see `stored_source`), store_dir ('' = the
+environment variable JAXSR_STORE_DIR, else ~/.cache/jaxsr/stores).
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import pathlib
 from typing import Any, Sequence
 
@@ -15,7 +19,8 @@ import ml_collections
 
 from jaxsr import samples
 from jaxsr.data import pipeline
-from jaxsr.data.sources import ImageFolderSource, PairedFolderSource, cache_if_small
+from jaxsr.data import store as store_lib
+from jaxsr.data.sources import ImageFolderSource, InMemorySource, PairedFolderSource
 from jaxsr.train.mesh import local_batch_size
 
 
@@ -30,6 +35,13 @@ class Subset:
 
     def __getitem__(self, i: int) -> dict:
         return self.source[self.indices[i]]
+
+    def fingerprint(self) -> str | None:
+        """The source's fingerprint and the indices (None if the source has none)."""
+        inner = store_lib.source_fingerprint(self.source)
+        if inner is None:
+            return None
+        return hashlib.sha256(f"{inner}:{self.indices}".encode()).hexdigest()
 
 
 def resolve_dir(path: str, sample: str) -> pathlib.Path:
@@ -67,11 +79,43 @@ def hr_sources(d: ml_collections.ConfigDict) -> tuple[Any, Any]:
     return split_train_val(source, d.val_count)
 
 
+STORE_MODES = ("auto", "memory", "disk", "none")
+
+
+def stored_source(d: ml_collections.ConfigDict, source: Any) -> Any:
+    """`source` as `d.store` keeps it decoded (same records, same batches, same resume):
+
+    'memory': `InMemorySource` (decoded once, a copy per grain worker process);
+    'disk': `jaxsr.data.store.disk_store` (decoded once into memory-mapped files under
+      `d.store_dir`, reused by later runs, shared by worker processes; crops are slices);
+    'none': decoded per crop (for sources that are cheap to read);
+    'auto' (default): 'memory' for at most `d.cache_images` records, else 'disk' when the source
+      has a fingerprint() (folder sources), else 'none'.
+    """
+    from jaxsr.config_util import ConfigError
+    mode = d.get("store", "auto")
+    if mode not in STORE_MODES:
+        raise ConfigError(f"config.data.store={mode!r} is not one of {', '.join(STORE_MODES)} "
+                          "(e.g. --config.data.store=disk)")
+    if mode == "none":
+        return source
+    if mode == "memory" or (mode == "auto" and len(source) <= d.cache_images):
+        return InMemorySource(source)
+    if store_lib.source_fingerprint(source) is None:
+        if mode == "disk":
+            raise ConfigError(f"config.data.store='disk' needs a source with a fingerprint(); "
+                              f"{type(source).__name__} has none: use store='memory' or 'none'")
+        logging.info("%s has no fingerprint(): its %d records are decoded per crop",
+                     type(source).__name__, len(source))
+        return source
+    return store_lib.disk_store(source, d.get("store_dir", "") or None)
+
+
 def train_iterator(d: ml_collections.ConfigDict, source: Any, scale: int, seed: int,
                    paired: bool = True) -> pipeline.Batches:
-    """Checkpointable batches of this process's share of each global batch; sets of at most
-    `d.cache_images` images are decoded once and kept in memory."""
-    source = cache_if_small(source, d.cache_images)
+    """Checkpointable batches of this process's share of each global batch; records are kept
+    decoded as `d.store` says (`stored_source`)."""
+    source = stored_source(d, source)
     kwargs = dict(batch_size=local_batch_size(d.batch_size, "config.data.batch_size"), hr_patch=d.hr_patch, seed=seed,
                   augment=d.augment, worker_count=d.worker_count)
     if paired:

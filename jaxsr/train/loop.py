@@ -2,8 +2,10 @@
 
 A method supplies a jitted `train_step(state, batch) -> (state, metrics)`, an iterator of host
 batches with a saveable state, and an `evaluate(state) -> (metrics, images)` callback. The loop
-keeps the device busy: metrics stay on device until a log step, batches are put on the mesh as
-they come, and nothing else syncs with the host in between.
+keeps the device busy: metrics stay on device until a log step, the next 2 batches are read and
+put on the mesh by a background thread while the device steps (`jaxsr.train.prefetch`), and
+nothing else syncs with the host in between. A checkpoint holds the data position right after
+the last batch trained on (not after the prefetched ones), so a resumed run continues exactly.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxsr.checkpoint import Checkpointer
+from jaxsr.train.prefetch import Prefetcher
 from jaxsr.train.writer import MetricWriter
 
 
@@ -62,30 +65,36 @@ def run_loop(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, dict]],
     t_last, steps_since = time.perf_counter(), 0
     progress = tqdm(total=loop.num_steps, initial=start, desc=loop.description, unit="step",
                     dynamic_ncols=True, disable=jax.process_index() != 0)
-    for step in range(start + 1, loop.num_steps + 1):
-        state, metrics = train_step(state, put_batch(next(batches)))
-        pending.append(metrics)
-        steps_since += 1
-        is_last = step == loop.num_steps
-        if step % loop.log_every == 0 or is_last:
-            _check_finite(state, step, checkpointer)
-            scalars = _average(jax.device_get(pending), loop.vector_labels)
-            elapsed = time.perf_counter() - t_last
-            scalars["steps_per_sec"] = steps_since / max(elapsed, 1e-9)
-            writer.write_scalars(step, scalars, prefix="train/")
-            progress.set_postfix({k: f"{v:.4g}" for k, v in scalars.items()
-                                  if k in ("loss", "steps_per_sec")})
-            pending, t_last, steps_since = [], time.perf_counter(), 0
-        if evaluate is not None and (step % loop.eval_every == 0 or is_last):
-            last_eval, images = evaluate(state)
-            writer.write_scalars(step, last_eval, prefix="eval/")
-            writer.write_images(step, images)
-            logging.info("step %d eval: %s", step,
-                         ", ".join(f"{k}={v:.4f}" for k, v in last_eval.items()))
-        if step % loop.checkpoint_every == 0 or is_last:
-            _check_finite(state, step, checkpointer)
-            checkpointer.save(step, state, data_state(), last_eval, config)
-        progress.update(1)
+    # Batches placed 2 ahead by a thread; each with the data position right after it.
+    feed = Prefetcher(batches, put_batch, data_state, count=loop.num_steps - start)
+    try:
+        for step in range(start + 1, loop.num_steps + 1):
+            batch, position = next(feed)  # placed on the devices, position after it
+            state, metrics = train_step(state, batch)
+            pending.append(metrics)
+            steps_since += 1
+            is_last = step == loop.num_steps
+            if step % loop.log_every == 0 or is_last:
+                _check_finite(state, step, checkpointer)
+                scalars = _average(jax.device_get(pending), loop.vector_labels)
+                elapsed = time.perf_counter() - t_last
+                scalars["steps_per_sec"] = steps_since / max(elapsed, 1e-9)
+                writer.write_scalars(step, scalars, prefix="train/")
+                progress.set_postfix({k: f"{v:.4g}" for k, v in scalars.items()
+                                      if k in ("loss", "steps_per_sec")})
+                pending, t_last, steps_since = [], time.perf_counter(), 0
+            if evaluate is not None and (step % loop.eval_every == 0 or is_last):
+                last_eval, images = evaluate(state)
+                writer.write_scalars(step, last_eval, prefix="eval/")
+                writer.write_images(step, images)
+                logging.info("step %d eval: %s", step,
+                             ", ".join(f"{k}={v:.4f}" for k, v in last_eval.items()))
+            if step % loop.checkpoint_every == 0 or is_last:
+                _check_finite(state, step, checkpointer)
+                checkpointer.save(step, state, position, last_eval, config)
+            progress.update(1)
+    finally:
+        feed.close()
     progress.close()
     checkpointer.wait()
     writer.flush()
