@@ -5,8 +5,8 @@ Two paths that give the same numbers:
 * numpy float64 (host, for evaluation tables): `psnr`, `ssim`, `rgb_to_y` on single images
   (H, W, C) or (H, W) in [0, 255] (uint8 or float).
 * JAX float32 (device, jittable, batched): `psnr_batch`, `ssim_batch` on (B, H, W, C) in
-  [0, 1]; they scale to [0, 255] internally so their values equal the numpy path (to float32
-  precision, ~1e-4 dB / ~1e-6 SSIM).
+  [0, 1] (or [0, 255] with `data_range=255.0`); they scale to [0, 255] internally so their
+  values equal the numpy path (to float32 precision, ~1e-4 dB / ~1e-6 SSIM).
 
 Conventions: `crop_border` pixels are removed on each side before measuring; the Y channel is
 BT.601 `Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255` (MATLAB `rgb2ycbcr` on [0, 255]);
@@ -136,7 +136,8 @@ def ssim(img, ref, crop_border: int = 0, test_y_channel: bool = False,
 # JAX float32 batched path
 # ------------------------------------------------------------------------------------------------
 
-def _prepare_batch(x, y, crop_border: int, y_channel: bool, y_rounded: bool, fn: str):
+def _prepare_batch(x, y, crop_border: int, y_channel: bool, y_rounded: bool, fn: str,
+                   data_range: float = 1.0):
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.float32)
     if x.shape != y.shape or x.ndim != 4:
@@ -145,8 +146,9 @@ def _prepare_batch(x, y, crop_border: int, y_channel: bool, y_rounded: bool, fn:
     h, w = x.shape[1:3]
     if crop_border < 0 or 2 * crop_border >= min(h, w):
         raise ValueError(f"{fn}: crop_border={crop_border} is invalid for {h}x{w} images")
-    x = x * 255.0
-    y = y * 255.0
+    if data_range != 255.0:
+        x = x * (255.0 / data_range)
+        y = y * (255.0 / data_range)
     if crop_border:
         x = x[:, crop_border:-crop_border, crop_border:-crop_border]
         y = y[:, crop_border:-crop_border, crop_border:-crop_border]
@@ -164,17 +166,19 @@ def _prepare_batch(x, y, crop_border: int, y_channel: bool, y_rounded: bool, fn:
     return x, y
 
 
-@functools.partial(jax.jit, static_argnames=("crop_border", "y_channel", "y_rounded"))
+@functools.partial(jax.jit,
+                   static_argnames=("crop_border", "y_channel", "y_rounded", "data_range"))
 def psnr_batch(x, y, crop_border: int = 0, y_channel: bool = False,
-               y_rounded: bool = False) -> jax.Array:
+               y_rounded: bool = False, data_range: float = 1.0) -> jax.Array:
     """Per-image PSNR (dB) of x against y, both (B, H, W, C) float in [0, 1] -> (B,) float32.
 
     Same numbers as `psnr` on the images times 255 (Y from unrounded [0, 255] values unless
-    `y_rounded`). Identical images give +inf (no cap).
+    `y_rounded`). Identical images give +inf (no cap). `data_range=255.0` takes images already
+    in [0, 255] (e.g. uint8 cast to float32, used exactly, with no rescaling).
     """
     # XLA may fuse the [0, 255] scaling into x and y differently (FMA), so identical inputs
     # are detected on the raw values to return exactly +inf like the numpy path.
-    xs, ys = _prepare_batch(x, y, crop_border, y_channel, y_rounded, "psnr_batch")
+    xs, ys = _prepare_batch(x, y, crop_border, y_channel, y_rounded, "psnr_batch", data_range)
     b = crop_border
     raw_x = jnp.asarray(x)[:, b:x.shape[1] - b, b:x.shape[2] - b]
     raw_y = jnp.asarray(y)[:, b:y.shape[1] - b, b:y.shape[2] - b]
@@ -197,16 +201,18 @@ def _filter_valid_batch(v: jax.Array, g: jax.Array) -> jax.Array:
                                         feature_group_count=c, precision=hi)
 
 
-@functools.partial(jax.jit, static_argnames=("crop_border", "y_channel", "y_rounded"))
+@functools.partial(jax.jit,
+                   static_argnames=("crop_border", "y_channel", "y_rounded", "data_range"))
 def ssim_batch(x, y, crop_border: int = 0, y_channel: bool = False,
-               y_rounded: bool = False) -> jax.Array:
+               y_rounded: bool = False, data_range: float = 1.0) -> jax.Array:
     """Per-image SSIM of x against y, both (B, H, W, C) float in [0, 1] -> (B,) float32.
 
-    Same numbers as `ssim` on the images times 255. Second moments are taken about the
+    Same numbers as `ssim` on the images times 255 (`data_range=255.0`: images already in
+    [0, 255], used as they are). Second moments are taken about the
     per-image, per-channel mean to limit float32 cancellation (SSIM's sigma terms are
     shift-invariant, so the result is unchanged mathematically).
     """
-    x, y = _prepare_batch(x, y, crop_border, y_channel, y_rounded, "ssim_batch")
+    x, y = _prepare_batch(x, y, crop_border, y_channel, y_rounded, "ssim_batch", data_range)
     if min(x.shape[1:3]) < _WIN_SIZE:
         raise ValueError(f"ssim_batch: images are {x.shape[1]}x{x.shape[2]} after cropping; "
                          f"SSIM needs at least {_WIN_SIZE}x{_WIN_SIZE}")

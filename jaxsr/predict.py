@@ -7,9 +7,12 @@
 input's file name (stem) in `--output`, with the input's extension or `--ext`.
 
 Any size: images are restored by overlapping tiles (`--tile`, `--overlap`, `--batch_tiles` per
-forward call) that are blended seamlessly; host memory holds one band of tiles in float plus the
-output in its final dtype (uint8, or uint16 for 16-bit), so a 4000x3000 photo at x4 fits a small
-machine. Formats:
+forward call) that are blended seamlessly. By default (`--mode=auto`) one compiled program on the
+device cuts, restores, blends and quantises the whole image and returns it in one transfer
+(`jaxsr.inference`, device path); when its float accumulators (16 bytes per output pixel) do not
+fit the device, the host path blends band by band instead: host memory then holds one band of
+tiles in float plus the output in its final dtype (uint8, or uint16 for 16-bit), so a 4000x3000
+photo at x4 fits a small machine. Formats:
 - RGB in, RGB out.
 - Gray (L, I;16, gray+alpha) in: restored as RGB (gray replicated), written back as gray, the
   BT.601 luma 0.299 R + 0.587 G + 0.114 B of the restored RGB (PIL's RGB -> L conversion).
@@ -35,11 +38,12 @@ import jax
 import numpy as np
 
 from jaxsr.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
-from jaxsr.inference import quantize, restore_image
+from jaxsr.inference import default_tiling, quantize, restore_image
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TILE = 128
+DEFAULT_TILE = "512 on GPU/TPU, 256 on CPU"  # `jaxsr.inference.default_tiling('device')`
+MODES = ("auto", "device", "host")
 EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -56,7 +60,7 @@ class Restorer:
     scale: int
     description: str
     input_hw: tuple[int, int] | None = None  # an artifact exported for fixed tiles only
-    default_tile: int = DEFAULT_TILE
+    default_tile: int | None = None  # None: `jaxsr.inference.default_tiling`
 
 
 def _is_artifact(path: pathlib.Path) -> bool:
@@ -243,23 +247,26 @@ def _tile_for(restorer: Restorer, tile: int | None) -> int:
             log.warning("this artifact runs on %dx%d tiles only; using --tile=%d", fixed, fixed,
                         fixed)
         return fixed
-    return int(tile or restorer.default_tile)
+    return int(tile or restorer.default_tile or default_tiling("device")[0])
 
 
 def restore_array(restorer: Restorer, image: np.ndarray, tile: int | None = None,
-                  overlap: int = 16, batch_tiles: int = 4, progress: bool | str = False,
-                  out: np.ndarray | None = None, finish: Callable | None = None) -> np.ndarray:
+                  overlap: int = 16, batch_tiles: int | None = None,
+                  progress: bool | str = False, out: np.ndarray | None = None,
+                  finish: Callable | None = None, mode: str = "auto", dtype=None,
+                  mix: np.ndarray | None = None) -> np.ndarray:
     """Restores (h, w, 3) float32 [0, 1] -> (h*s, w*s, 3) float32 [0, 1] (or into `out`, see
-    `jaxsr.inference.restore_image`)."""
+    `jaxsr.inference.restore_image`; batch_tiles None/0: the default of the path taken)."""
     tile = _tile_for(restorer, tile)
     overlap = min(overlap, tile - 1)
     return restore_image(restorer.apply_fn, image, restorer.scale, tile=tile, overlap=overlap,
-                         batch_tiles=batch_tiles, progress=progress, out=out, finish=finish)
+                         batch_tiles=batch_tiles or None, progress=progress, out=out,
+                         finish=finish, mode=mode, dtype=dtype, mix=mix)
 
 
 def restore_file(restorer: Restorer, in_path: str | os.PathLike, out_path: str | os.PathLike,
-                 tile: int | None = None, overlap: int = 16, batch_tiles: int = 4,
-                 progress: bool | str = False) -> dict:
+                 tile: int | None = None, overlap: int = 16, batch_tiles: int | None = None,
+                 progress: bool | str = False, mode: str = "auto") -> dict:
     """Restores one image file into `out_path` (format from its extension, see module doc).
 
     Returns:
@@ -285,12 +292,9 @@ def restore_file(restorer: Restorer, in_path: str | os.PathLike, out_path: str |
         raise ImageReadError(f"cannot restore '{in_path}' ({h}x{w}): not enough memory for its "
                              f"{h * s}x{w * s} output. Fix: split or downscale the image") from e
 
-    def finish(band: np.ndarray) -> np.ndarray:
-        if info.gray:
-            band = np.clip(band @ _LUMA, 0.0, 1.0)[..., None]
-        return quantize(band, dtype)
-
-    restore_array(restorer, image[..., :3], tile, overlap, batch_tiles, progress, out, finish)
+    # Gray: the luma of the restored RGB, clipped, then quantised (on the device or per band).
+    restore_array(restorer, image[..., :3], tile, overlap, batch_tiles, progress, out,
+                  mode=mode, dtype=dtype, mix=_LUMA[:, None] if info.gray else None)
     if keep_alpha:
         alpha = image[..., 3]
         if np.all(alpha == 1.0):
@@ -303,17 +307,18 @@ def restore_file(restorer: Restorer, in_path: str | os.PathLike, out_path: str |
             "alpha": keep_alpha, "seconds": time.perf_counter() - start}
 
 
-def check_tiling(tile: int | None, overlap: int, batch_tiles: int) -> None:
-    """Tile size >= 0 (0/None = the default), overlap >= 0, batch_tiles >= 1."""
+def check_tiling(tile: int | None, overlap: int, batch_tiles: int | None) -> None:
+    """Tile size >= 0 (0/None = the default), overlap >= 0, batch_tiles >= 0 (0/None = the
+    default)."""
     if tile is not None and int(tile) < 0:
         raise PredictError(f"--tile={tile}: use a positive tile size in input pixels (or 0 for "
                            f"the default {DEFAULT_TILE})")
     if int(overlap) < 0:
         raise PredictError(f"--overlap={overlap}: the tile overlap cannot be negative; use 0 or "
                            "more input pixels (default 16)")
-    if int(batch_tiles) < 1:
+    if batch_tiles is not None and int(batch_tiles) < 0:
         raise PredictError(f"--batch_tiles={batch_tiles}: use 1 or more tiles per forward call "
-                           "(default 4)")
+                           "(or 0 for the default: 1 on the device path, 4 on the host path)")
 
 
 def check_output_dir(output_dir: str | os.PathLike) -> pathlib.Path:
@@ -336,19 +341,23 @@ def check_output_dir(output_dir: str | os.PathLike) -> pathlib.Path:
 
 def predict(inputs: str | os.PathLike | Sequence, output_dir: str | os.PathLike,
             restorer: Restorer, ext: str | None = None, tile: int | None = None,
-            overlap: int = 16, batch_tiles: int = 4, progress: bool = True,
-            skip_errors: bool = False) -> list[dict]:
+            overlap: int = 16, batch_tiles: int | None = None, progress: bool = True,
+            skip_errors: bool = False, mode: str = "auto") -> list[dict]:
     """Restores every input image into `output_dir`.
 
     Args:
       inputs: a file, folder or glob (see `resolve_inputs`), or a list of files.
       ext: output extension (png, jpg, tif, ...); None keeps each input's.
+      mode: 'auto' (device path when it fits, else host bands), 'device' or 'host'
+        (`jaxsr.inference.restore_image`).
       skip_errors: log unreadable images and go on (the result lists them with 'error');
         otherwise the first error is raised.
     Returns:
       One dict per input (see `restore_file`), or {'input', 'error'} for skipped ones.
     """
     check_tiling(tile, overlap, batch_tiles)
+    if mode not in MODES:
+        raise PredictError(f"--mode={mode!r}: use one of {', '.join(MODES)}")
     files = ([pathlib.Path(p) for p in inputs] if isinstance(inputs, (list, tuple))
              else resolve_inputs(inputs))
     outs = output_paths(files, output_dir, ext)
@@ -357,7 +366,7 @@ def predict(inputs: str | os.PathLike | Sequence, output_dir: str | os.PathLike,
     for i, (src, dst) in enumerate(zip(files, outs)):
         label = f"{i + 1}/{len(files)} {src.name}" if progress else False
         try:
-            r = restore_file(restorer, src, dst, tile, overlap, batch_tiles, label)
+            r = restore_file(restorer, src, dst, tile, overlap, batch_tiles, label, mode)
         except ImageReadError as e:  # unreadable, too large, no memory: skip it, go on
             if not skip_errors:
                 raise
@@ -379,10 +388,15 @@ def _define_flags():
     flags.DEFINE_string("input", None, "An image file, a folder of images, or a quoted glob.")
     flags.DEFINE_string("output", None, "Output folder (created).")
     flags.DEFINE_string("ext", "", "Output format: png, jpg, tif, bmp (default: keep the input's).")
-    flags.DEFINE_integer("tile", 0, f"Tile size in input pixels (default {DEFAULT_TILE}).")
+    flags.DEFINE_integer("tile", 0, f"Tile size in input pixels (0: {DEFAULT_TILE}).")
     flags.DEFINE_integer("overlap", 16, "Tile overlap in input pixels (>= the model's receptive "
                          "radius x 4/3 for seam-free output).")
-    flags.DEFINE_integer("batch_tiles", 4, "Tiles per forward call.")
+    flags.DEFINE_integer("batch_tiles", 0, "Tiles per forward call (0: 1 on the device path, 4 "
+                         "on the host path).")
+    flags.DEFINE_enum("mode", "auto", list(MODES),
+                      "Where tiles are blended: 'device' (one compiled program per size bucket, "
+                      "one transfer), 'host' (band by band in numpy, bounded memory), 'auto' "
+                      "(device when the output's float accumulators fit the device).")
     flags.DEFINE_enum("ema", "auto", ["auto", "yes", "no"],
                       "With --workdir: use the EMA weights (auto = as the run's evaluation did).")
     return flags.FLAGS
@@ -410,7 +424,7 @@ def main(argv: Sequence[str]) -> None:
                                  {"auto": None, "yes": True, "no": False}[F.ema])
         absl_logging.info("restoring %d image(s) with %s", len(files), restorer.description)
         results = predict(files, F.output, restorer, F.ext or None, F.tile or None, F.overlap,
-                          F.batch_tiles, progress=True, skip_errors=True)
+                          F.batch_tiles or None, progress=True, skip_errors=True, mode=F.mode)
     except (PredictError, CheckpointError, ArtifactError, ImageReadError,
             FileNotFoundError) as e:
         _fail(e)

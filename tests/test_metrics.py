@@ -232,3 +232,53 @@ def test_bicubic_set14_reproduces_published_table(shared_data):
     for scale, pub in ((2, 30.24), (3, 27.55), (4, 26.00)):
         rows = bb.evaluate_set(shared_data, "set14", scale, protocols=("classic",))
         assert np.mean([r["psnr_classic"] for r in rows]) == pytest.approx(pub, abs=0.01)
+
+
+# --- device evaluation metrics (jaxsr.train.evaluate) against the float64 tables -------------
+
+def _check_device_metrics_against_float64(shape, crop):
+    import jax.numpy as jnp
+    from jaxsr.train.evaluate import METRIC_NAMES, _device_image_metrics, image_metrics
+    for noise in (2.0, 6.0):  # ~42 dB and ~32 dB: SR-like error levels
+        out, hr = _pair(seed=3, shape=shape, noise=noise)
+        pad = np.zeros((shape[0] + 7, shape[1] + 5, 3), np.uint8)  # the device path's bucket
+        pad[:shape[0], :shape[1]] = out
+        dev = np.asarray(_device_image_metrics(jnp.asarray(pad), jnp.asarray(hr), shape[:2],
+                                               crop))
+        ref = image_metrics(out, hr, crop)
+        for name, value in zip(METRIC_NAMES, dev):
+            tol = 1e-3 if name.startswith("psnr") else 1e-4
+            assert abs(value - ref[name]) < tol, (name, value, ref[name])
+
+
+def test_device_eval_metrics_match_float64_on_large_images():
+    _check_device_metrics_against_float64((678, 1020, 3), crop=4)
+
+
+@pytest.mark.slow
+def test_device_eval_metrics_match_float64_on_div2k_size_images():
+    _check_device_metrics_against_float64((1356, 2040, 3), crop=4)
+
+
+def test_evaluate_pairs_device_metrics_same_keys_and_values():
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsr.train.evaluate import evaluate_pairs
+    hr, _ = _pair(seed=4, shape=(64, 90, 3), noise=3.0)
+    lr = hr[::2, ::2].copy()
+    fwd = jax.jit(lambda p, x: jnp.clip(jnp.repeat(jnp.repeat(x * p, 2, 1), 2, 2), 0, 1))
+    apply = functools.partial(fwd, jnp.float32(1.0137))  # no exact .5 ties (rounding rules differ)
+    pairs = [(lr, hr, "a"), (lr[:20, :30], hr[:40, :60], "b")]
+    kw = dict(tile=24, overlap=4, batch_tiles=2, keep_outputs=1)
+    host = evaluate_pairs(apply, pairs, 2, **kw)
+    dev = evaluate_pairs(apply, pairs, 2, device_metrics=True, **kw)
+    assert list(dev[0]) == list(host[0])  # same keys, same order: logs unchanged
+    for a, b in zip(host[1], dev[1]):
+        assert a["name"] == b["name"]
+        for k in host[0]:
+            assert abs(a[k] - b[k]) < (1e-3 if k.startswith("psnr") else 1e-4)
+    assert dev[2][0].shape == hr.shape and dev[2][0].dtype == np.uint8
+    assert np.abs(dev[2][0].astype(int) - host[2][0]).max() <= 1
