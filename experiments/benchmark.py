@@ -1,7 +1,7 @@
 """Throughput / compile-time / memory benchmark of the real jaxsr training and inference steps.
 
 Usage:
-  python experiments/benchmark.py [--section=supervised] \
+  python experiments/benchmark.py [--section=supervised|drtl|compare|pcl|crl|irconstyle] \
       [--models=edsr,edsr_baseline,rcan,nafnet_w32,unet] [--scale=2] [--dtype=float32,bfloat16] \
       [--batch=16] [--patch=96] [--steps=20] [--warmup=3] [--infer_size=256x256] \
       [--out=bench.jsonl] [--model_kwargs='{"edsr": {"num_blocks": 1}}'] [--isolate]
@@ -62,6 +62,9 @@ residual). Variants (`--variants`: 'all', groups P, M, M1, M2, or names):
   P-loop               baseline without vmap: K jitted per-task (synthesis + value_and_grad)
                        calls, then one jitted stack + relation-weighted sum + optimizer + EMA
                        update (state donated); same numbers as the real step
+  M2-loop              the same baseline for DRTL-M: K jitted per-task calls of the second-order
+                       meta-gradient (maml.hvp_meta_grad: support/query halves, inner SGD steps,
+                       HVP backward pass), then the one jitted update; same numbers as M2-vmap
   M2-*, M2ad-*, M1-*   DRTL-M step: second order with meta.hessian 'hvp' (M2, the default:
                        explicit backward pass with Hessian-vector products) or 'autodiff'
                        (M2ad: grad through the scanned inner loop, meta.remat off | on
@@ -76,7 +79,8 @@ drtl row fields (besides section, model, scale, dtype, batch (per task), patch, 
   step_ms, steps_per_s       mean over --steps steps after --warmup, synced at the window ends
   tasks_per_s                K * steps_per_s
   images_per_s               K * per_task_batch * steps_per_s (HR crops through the step)
-  loss                       relation-weighted loss of the last timed step
+  loss, grad_norm            relation-weighted loss and norm of the relation-weighted
+                             (meta-)gradient of the last timed step
   train_gflops_per_step      XLA cost analysis (summed over the loop's executables); for
                              task_map 'map' XLA counts the lax.map body once, i.e. about 1/K
                              of the step's FLOPs
@@ -96,6 +100,47 @@ step of the same network (the method's overhead), each from its module in experi
       --infer_size=256x256              # bench_irconstyle.py: ConStyle-NAFNet phases 1 and 2 vs
                                         # NAFNet of the same size, step ms, inference MP/s, memory
 Their rows carry the fields those modules document, plus the environment fields.
+
+Section `compare` puts jaxsr's training step beside the PyTorch step of the same network
+(experiments/torch_models.py: EDSR, RCAN, NAFNet written layer for layer like jaxsr's, same
+parameter count and outputs) in one run, with model FLOP utilisation:
+  python experiments/benchmark.py --section=compare [--models=edsr_baseline,rcan,nafnet_w32] \
+      [--scale=2] [--dtype=float32,bfloat16] [--batch=16] [--patch=96] [--steps=20] [--warmup=3] \
+      [--torch_compile] [--torch_device=auto] [--peak_tflops=0] [--isolate] [--out=cmp.jsonl]
+  (smoke run on CPU: --models=edsr_baseline --dtype=float32 --batch=2 --patch=32 --steps=2
+   --warmup=1; PyTorch from `pip install -e .[bench]` or `pip install torch`)
+Per point (NAFNet runs at scale 1 whatever --scale says): the jaxsr step is the `supervised`
+section's (registry preset, --model_kwargs on top, no global residual; configs/supervised.py's
+Adam, L1 loss and EMA, uint8 batch converted on device); the PyTorch step takes the same uint8
+batch, L1 loss + Adam (same lr/betas/eps; fused on CUDA) + the same EMA (torch._foreach_lerp_),
+channels_last, `torch.autocast` to bf16/fp16 for --dtype=bfloat16/float16 (float32 weights and
+loss, like jaxsr), cudnn.benchmark on, --torch_compile compiles the network. PyTorch runs first
+(its cache emptied after), then jaxsr; JAX's GPU preallocation is switched off for this section
+(XLA_PYTHON_CLIENT_PREALLOCATE=false unless set) so both fit. Each side: untimed warmup steps
+(PyTorch at least 1), then --steps timed steps synced at the window ends.
+compare row fields (besides section, model, scale, dtype, batch, patch, status, environment):
+  lr_patch, params, torch_params   trainable parameters of each side (they must agree)
+  fwd_gflops_per_image       analytic forward FLOPs of one LR patch (flops.py: 2 x conv/dot MACs)
+  train_gflops_per_step      analytic training-step FLOPs = 3 x forward x batch
+  xla_fwd_gflops_per_image   XLA's HLO cost analysis of the same forward, blocks unrolled
+                             (cross-check of fwd_gflops_per_image: it adds elementwise work and
+                             skips taps in the zero padding, so it sits a few % apart)
+  xla_gflops_per_step        XLA cost analysis of the compiled jaxsr step (counts the body of
+                             scanned blocks once: far below the real count for scanned models)
+  peak_tflops, peak_source   peak dense TFLOP/s of the device for --dtype (flops.PEAK_TFLOPS by
+                             device_kind, float32 = TF32 on NVIDIA; 'flag' for --peak_tflops;
+                             null on CPU: MFU blank)
+  jax_lower_s, jax_compile_s, jax_step_ms, jax_images_per_s, jax_tflops_per_s, jax_mfu,
+  jax_loss, jax_peak_bytes (device peak_bytes_in_use, null on CPU), jax_temp_bytes,
+  jax_argument_bytes (XLA memory analysis)
+  torch_status               'ok', 'torch not installed' or 'error: ...' (then no torch numbers)
+  torch_version, torch_device, torch_device_name, torch_compile, torch_first_step_s (first
+  step: cudnn autotuning, and compilation with --torch_compile), torch_step_ms,
+  torch_images_per_s, torch_tflops_per_s, torch_mfu, torch_loss,
+  torch_peak_bytes, torch_peak_kind ('cuda_max_allocated' | 'max_rss': process max RSS on CPU)
+  ratio_jax_over_torch       jax_images_per_s / torch_images_per_s (> 1: jaxsr faster)
+  max_rss_bytes              process max RSS after both sides
+A markdown table follows the JSON lines.
 
 Adding a section: write `def my_section(cfg: Settings) -> list[dict]` (use `grid(cfg)` and
 `guarded(...)` to keep one row per point and errors contained) and add it to SECTIONS.
@@ -128,16 +173,21 @@ import optax
 from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = pathlib.Path(__file__).resolve().parent
+if str(EXPERIMENTS) not in sys.path:   # sibling modules (flops, torch_models, bench_*) by name
+    sys.path.insert(0, str(EXPERIMENTS))
 try:
     import jaxsr  # noqa: F401
 except ImportError:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO))
 
+import flops  # noqa: E402
 import ml_collections  # noqa: E402
 
 from jaxsr import models  # noqa: E402
 from jaxsr.degradations import get_task, synthesize  # noqa: E402
 from jaxsr.methods.drtl import steps as drtl_steps  # noqa: E402
+from jaxsr.methods.drtl.maml import hvp_meta_grad  # noqa: E402
 from jaxsr.methods.drtl.reweight import (TASK_MAPS, get_weights,  # noqa: E402
                                          relation_weighted_sum, uniform_weights, weighted_sum)
 from jaxsr.model_factory import build_model, init_params  # noqa: E402
@@ -148,15 +198,19 @@ from jaxsr.train.optim import make_optimizer  # noqa: E402
 from jaxsr.train.state import apply_update, create_state, step_key  # noqa: E402
 
 DEFAULT_MODELS = ["edsr", "edsr_baseline", "rcan", "nafnet_w32", "unet"]
+COMPARE_MODELS = ("edsr_baseline", "rcan", "nafnet_w32")   # --section=compare without --models
 DRTL_DEFAULT_TASKS = ("bicubic", "gaussian_blur", "gaussian_noise", "jpeg")
 SCALE1_ONLY = (models.NAFNet,)   # model classes that only restore (output size = input size)
 
 _SECTION = flags.DEFINE_string("section", "supervised",
                                "What to benchmark: 'supervised' (the supervised trainer's step), "
-                               "'drtl' (the DRTL-P / DRTL-M transfer steps), or a method's step "
-                               "against an L1 step of the same network: 'pcl', 'crl', "
-                               "'irconstyle'.")
-_MODELS = flags.DEFINE_list("models", DEFAULT_MODELS, "Comma list of model registry names.")
+                               "'drtl' (the DRTL-P / DRTL-M transfer steps), 'compare' (jaxsr "
+                               "vs PyTorch train step of the same network, with MFU), or a "
+                               "method's step against an L1 step of the same network: 'pcl', "
+                               "'crl', 'irconstyle'.")
+_MODELS = flags.DEFINE_list("models", DEFAULT_MODELS,
+                            "Comma list of model registry names (compare: default "
+                            f"{','.join(COMPARE_MODELS)}).")
 _BATCH = flags.DEFINE_list("batch", ["16"], "Comma list of global batch sizes.")
 _PATCH = flags.DEFINE_list("patch", ["96"], "Comma list of HR patch sides (divisible by scale).")
 _SCALE = flags.DEFINE_list("scale", ["2"], "Comma list of scales (1-4; NAFNet 1 only).")
@@ -188,6 +242,16 @@ _METHOD_VARIANT = flags.DEFINE_string(
     "pcl / crl / irconstyle: variant of configs/<method>.py ('' = pcl's default, crl 'x2', "
     "irconstyle 'derain'). These sections take --steps, --warmup (pcl), the first --batch and "
     "--patch (pcl) and --infer_size (crl, irconstyle: the square side).")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False,
+                                   "compare: torch.compile the PyTorch network (its first step, "
+                                   "torch_first_step_s, then includes the compilation).")
+_TORCH_DEVICE = flags.DEFINE_string("torch_device", "auto",
+                                    "compare: PyTorch device: 'auto' (cuda when JAX runs on a GPU "
+                                    "and torch sees one, else cpu), 'cuda' or 'cpu'.")
+_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0,
+                                  "compare: peak dense TFLOP/s of one device for MFU (0 = the "
+                                  "table in experiments/flops.py by device kind and dtype; none "
+                                  "for CPU, so MFU stays blank there).")
 _ISOLATE = flags.DEFINE_bool("isolate", False,
                              "Run every grid point in a fresh process (per-point peak memory).")
 
@@ -214,6 +278,9 @@ class Settings:
     inner_steps: int = 1                            # drtl only
     variants: tuple[str, ...] = ("all",)            # drtl only
     method_variant: str = ""                        # pcl / crl / irconstyle only
+    torch_compile: bool = False                     # compare only
+    torch_device: str = "auto"                      # compare only
+    peak_tflops: float = 0.0                        # compare only (0 = flops.PEAK_TFLOPS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,14 +329,19 @@ def settings_from_flags() -> Settings:
     if not isinstance(kwargs, dict) or not all(isinstance(v, dict) for v in kwargs.values()):
         raise ValueError('--model_kwargs must be a JSON object {model: {field: value}}, e.g. '
                          '\'{"edsr": {"num_blocks": 1}}\'')
+    model_names = tuple(_MODELS.value)
+    if _SECTION.value == "compare" and not flags.FLAGS["models"].present:
+        model_names = COMPARE_MODELS
     return Settings(
-        section=_SECTION.value, models=tuple(_MODELS.value), scales=_ints("scale", _SCALE.value),
+        section=_SECTION.value, models=model_names, scales=_ints("scale", _SCALE.value),
         dtypes=tuple(_DTYPE.value), batches=_ints("batch", _BATCH.value),
         patches=_ints("patch", _PATCH.value), steps=_STEPS.value, warmup=_WARMUP.value,
         infer_size=parse_size(_INFER_SIZE.value), infer_batch=_INFER_BATCH.value,
         infer_steps=_INFER_STEPS.value, model_kwargs=kwargs, seed=_SEED.value,
         tasks=tuple(_TASKS.value), inner_steps=_INNER_STEPS.value,
-        variants=tuple(_VARIANTS.value), method_variant=_METHOD_VARIANT.value)
+        variants=tuple(_VARIANTS.value), method_variant=_METHOD_VARIANT.value,
+        torch_compile=_TORCH_COMPILE.value, torch_device=_TORCH_DEVICE.value,
+        peak_tflops=_PEAK_TFLOPS.value)
 
 
 def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -510,7 +582,8 @@ class DrtlVariant:
     """One way of computing the DRTL transfer step.
 
     pipeline: 'pretrain' (DRTL-P) or 'meta' (DRTL-M). task_map: 'vmap' | 'map' | 'unroll'
-    (config drtl.task_map of the real step) or 'loop' (the Python-loop baseline, DRTL-P only).
+    (config drtl.task_map of the real step) or 'loop' (the Python-loop baseline: P-loop, and
+    M2-loop with hessian 'hvp').
     first_order / remat / hessian: meta.first_order / remat / hessian (None for DRTL-P).
     backward: drtl.weighted_backward of DRTL-P ('per_task': K gradients through the
     relation-weighted transform; 'single': one backward pass of the weighted loss).
@@ -527,7 +600,7 @@ class DrtlVariant:
 DRTL_VARIANTS: tuple[DrtlVariant, ...] = (
     *(DrtlVariant(f"P-{m}", "pretrain", m) for m in (*TASK_MAPS, "loop")),
     DrtlVariant("P-single", "pretrain", "vmap", backward="single"),
-    *(DrtlVariant(f"M2-{m}", "meta", m, False, False, "hvp") for m in TASK_MAPS),
+    *(DrtlVariant(f"M2-{m}", "meta", m, False, False, "hvp") for m in (*TASK_MAPS, "loop")),
     *(DrtlVariant(f"M2ad-{m}{'-remat' if r else ''}", "meta", m, False, r, "autodiff")
       for r in (False, True) for m in TASK_MAPS),
     *(DrtlVariant(f"M1-{m}", "meta", m, True, False, "hvp") for m in TASK_MAPS),
@@ -594,22 +667,39 @@ def drtl_random_batch(rng: np.random.Generator, k: int, per_task: int, batch: in
 
 
 def make_loop_baseline(model, optimizer, config: ml_collections.ConfigDict,
-                       names: list[str], mesh):
-    """DRTL-P without vmap: K jitted per-task `(state, aux_hr_k (B, P, P, 3)) -> (loss, grads)`
+                       names: list[str], mesh, pipeline: str = "pretrain"):
+    """DRTL without vmap: K jitted per-task `(state, aux_hr_k (B, P, P, 3)) -> (loss, grads)`
     (task k synthesized with the k-th of K keys split from the step key, as `synthesize_tasks`
     does) and one jitted `(state, losses, grads) -> (state, metrics)` that stacks the K
-    gradients, applies the relation-weighted optimizer and EMA (state donated). Same numbers as
-    `make_pretrain_step` in embedding/uniform relation mode."""
+    gradients, applies the relation-weighted optimizer and EMA (state donated).
+
+    pipeline 'pretrain' (P-loop): each call is `value_and_grad` of the task's loss; same numbers
+    as `make_pretrain_step`. 'meta' (M2-loop): each call is the task's MAML query loss and
+    meta-gradient, `maml.hvp_meta_grad` (what `meta_grads` maps over the tasks for
+    meta.hessian='hvp') on the support (first) and query (second) halves of the task's batch,
+    meta.inner_lr / num_inner_steps / first_order; same numbers as `make_meta_step`. Both in
+    embedding/uniform relation mode (the weights are read, not refreshed)."""
     loss_fn = drtl_steps.sr_loss(model, config.train.loss)
     k_total, aux_scale, mode = len(names), config.drtl.aux_scale, config.drtl.mode
     rep = mesh_lib.replicated(mesh)
+    if pipeline not in ("pretrain", "meta"):
+        raise ValueError(f"make_loop_baseline: pipeline={pipeline!r}; use 'pretrain' or 'meta'")
+    mc = config.meta
 
     def task_grad(k: int):
         def grad_k(state, aux_k):
             key = jax.random.split(step_key(state), k_total)[k]
             hr = to_float(aux_k)
             lr = synthesize(names[k], key, hr, aux_scale, mode)
-            return jax.value_and_grad(loss_fn)(state.params, {"lr": lr, "hr": hr})
+            batch = {"lr": lr, "hr": hr}
+            if pipeline == "pretrain":
+                return jax.value_and_grad(loss_fn)(state.params, batch)
+            half = hr.shape[0] // 2   # as drtl_steps.split_support_query, per task
+            support = jax.tree.map(lambda x: x[:half], batch)
+            query = jax.tree.map(lambda x: x[half:], batch)
+            return hvp_meta_grad(loss_fn, state.params, support, query,
+                                 inner_lr=mc.inner_lr, num_inner_steps=mc.num_inner_steps,
+                                 first_order=mc.first_order)
         return jax.jit(grad_k, in_shardings=(rep, mesh_lib.batch_sharding(mesh)),
                        out_shardings=rep)
 
@@ -674,9 +764,10 @@ def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collectio
     shardings = drtl_shardings(mesh)
 
     if v.task_map == "loop":
-        if v.pipeline != "pretrain":
-            raise ValueError(f"variant {v.name}: the loop baseline is DRTL-P only")
-        grad_fns, update = make_loop_baseline(model, optimizer, config, names, mesh)
+        if v.pipeline == "meta" and v.hessian != "hvp":
+            raise ValueError(f"variant {v.name}: the loop baseline of DRTL-M uses "
+                             "meta.hessian='hvp'")
+        grad_fns, update = make_loop_baseline(model, optimizer, config, names, mesh, v.pipeline)
         aux = [jax.device_put(host["aux_hr"][i], mesh_lib.batch_sharding(mesh))
                for i in range(k)]
         lower_s = compile_s = 0.0
@@ -721,6 +812,7 @@ def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collectio
     del lowered
     state, metrics, train_s = _timed_loop(run_step, state, cfg)
     loss = float(jax.device_get(metrics["loss"])) if metrics is not None else None
+    grad_norm = float(jax.device_get(metrics["grad_norm"])) if metrics is not None else None
     gflops = [s["gflops"] for s in stats]
     temps = [s["temp_bytes"] for s in stats]
     args = [s["argument_bytes"] for s in stats]
@@ -731,7 +823,7 @@ def bench_drtl_point(p: Point, v: DrtlVariant, cfg: Settings, base: ml_collectio
         "lower_s": lower_s, "compile_s": compile_s,
         "step_ms": 1e3 * train_s / cfg.steps, "steps_per_s": steps_per_s,
         "tasks_per_s": k * steps_per_s, "images_per_s": k * per_task * steps_per_s,
-        "loss": loss,
+        "loss": loss, "grad_norm": grad_norm,
         "train_gflops_per_step": None if None in gflops else sum(gflops),
         "train_temp_bytes": None if None in temps else max(temps),
         "train_argument_bytes": None if None in args else max(args),
@@ -769,6 +861,247 @@ def drtl_section(cfg: Settings) -> list[dict[str, Any]]:
             row = guarded("drtl", p, lambda p=p, v=v: bench_drtl_point(p, v, cfg, bases[p.scale]))
             rows.append({**point_row("drtl", p, **head), **row})
     return rows
+
+
+# ----------------------------------------------------------------------------- compare
+# jaxsr's supervised train step beside the PyTorch step of the same network, with MFU.
+
+def compare_points(cfg: Settings) -> list[Point]:
+    """The grid of the compare section: restoration-only models (NAFNet) at scale 1 whatever
+    --scale says (one point per distinct setting)."""
+    points: list[Point] = []
+    for p in grid(cfg):
+        if skip_reason(p):
+            p = dataclasses.replace(p, scale=1)
+        if p not in points:
+            points.append(p)
+    return points
+
+
+def compare_base_config() -> ml_collections.ConfigDict:
+    """configs/supervised.py with no model of its own: every name is a registry preset (no
+    global residual; --model_kwargs on top), as the PyTorch references are."""
+    base = load_config("supervised")
+    base.model.name = ""
+    return base
+
+
+def resolve_torch_device(torch, name: str) -> str:
+    if name == "auto":
+        gpu = jax.default_backend() == "gpu"
+        return "cuda" if gpu and torch.cuda.is_available() else "cpu"
+    if name not in ("cuda", "cpu"):
+        raise ValueError(f"--torch_device={name!r}; use auto, cuda or cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--torch_device=cuda but torch sees no GPU (a CPU-only torch build?); "
+                         "use --torch_device=cpu")
+    return name
+
+
+def bench_torch_point(p: Point, cfg: Settings, config: ml_collections.ConfigDict,
+                      ) -> dict[str, Any]:
+    """The PyTorch train step of `config.model` on point `p` (see the module doc); torch_* row
+    fields. Without torch: {'torch_status': 'torch not installed'}."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch_status": "torch not installed"}
+    device = resolve_torch_device(torch, cfg.torch_device)
+    row = _torch_train(torch, device, p, cfg, config)
+    gc.collect()   # the network, optimizer and batch are gone with _torch_train's frame
+    if device == "cuda":
+        torch.cuda.empty_cache()   # give the cached blocks back before the jaxsr side runs
+    return row
+
+
+def _torch_train(torch, device: str, p: Point, cfg: Settings,
+                 config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Build, warm up and time the PyTorch step on `device` ('cuda' | 'cpu'); torch_* fields."""
+    import torch_models
+
+    cuda = device == "cuda"
+    torch.manual_seed(cfg.seed)
+    torch.backends.cudnn.benchmark = True
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    lr_patch = p.patch // p.scale
+    net = torch_models.create(p.model, scale=p.scale, **dict(config.model.kwargs))
+    n_params = torch_models.count_params(net)
+    net = net.to(device).to(memory_format=torch.channels_last).train()
+    params = [q for q in net.parameters() if q.requires_grad]
+    oc = config.optim
+    opt = torch.optim.Adam(params, lr=float(oc.lr), betas=(float(oc.b1), float(oc.b2)),
+                           eps=float(oc.eps), **({"fused": True} if cuda else {}))
+    ema_decay = float(config.train.ema_decay)
+    ema = [q.detach().clone() for q in params] if ema_decay > 0 else None
+    forward = torch.compile(net) if cfg.torch_compile else net
+    amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(p.dtype)
+    if amp is None and p.dtype != "float32":
+        raise ValueError(f"--dtype={p.dtype!r}: use float32, bfloat16 or float16")
+    host = random_batch(np.random.default_rng(cfg.seed), p.batch, p.patch, lr_patch)
+    lr_u8 = torch.from_numpy(host["lr"]).to(device)   # NHWC uint8, as jaxsr's batch
+    hr_u8 = torch.from_numpy(host["hr"]).to(device)
+
+    def step():
+        # NHWC -> NCHW view: channels_last strides, no copy; float in [0, 1] on device.
+        lr = lr_u8.permute(0, 3, 1, 2).float().div_(255.0)
+        hr = hr_u8.permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.autocast(device_type=device, dtype=amp or torch.float32,
+                            enabled=amp is not None):
+            out = forward(lr)
+        loss = (out.float() - hr).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, params, 1.0 - ema_decay)
+        return loss.detach()
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    t0 = time.perf_counter()
+    loss = step()
+    sync()
+    first_s = time.perf_counter() - t0
+    for _ in range(max(cfg.warmup, 1) - 1):
+        loss = step()
+    sync()
+    t1 = time.perf_counter()
+    for _ in range(cfg.steps):
+        loss = step()
+    sync()
+    train_s = time.perf_counter() - t1
+    row = {"torch_status": "ok", "torch_version": torch.__version__, "torch_device": device,
+           "torch_device_name": (torch.cuda.get_device_name() if cuda else "cpu"),
+           "torch_compile": cfg.torch_compile, "torch_params": n_params,
+           "torch_first_step_s": first_s, "torch_step_ms": 1e3 * train_s / cfg.steps,
+           "torch_images_per_s": cfg.steps * p.batch / train_s, "torch_loss": float(loss),
+           "torch_peak_bytes": (int(torch.cuda.max_memory_allocated()) if cuda
+                                else max_rss_bytes()),
+           "torch_peak_kind": "cuda_max_allocated" if cuda else "max_rss"}
+    return row
+
+
+def bench_compare_point(p: Point, cfg: Settings, base: ml_collections.ConfigDict,
+                        ) -> dict[str, Any]:
+    if p.patch % p.scale:
+        raise ValueError(f"--patch={p.patch} is not divisible by --scale={p.scale}; "
+                         f"use a multiple of {p.scale}")
+    config = supervised_model_config(base, p, cfg)
+    lr_patch = p.patch // p.scale
+    model = build_model(config.model)
+    fwd = flops.forward_flops(model, (p.batch, lr_patch, lr_patch, 3))
+    xla_fwd = flops.xla_forward_flops(model, (p.batch, lr_patch, lr_patch, 3))
+    step_flops = 3 * fwd
+    peak = flops.peak_flops(jax.devices()[0].device_kind, p.dtype, cfg.peak_tflops)
+    try:
+        torch_row = bench_torch_point(p, cfg, config)
+    except Exception as e:  # noqa: BLE001 - the jaxsr side still runs
+        traceback.print_exc(file=sys.stderr)
+        torch_row = {"torch_status": f"error: {type(e).__name__}: {e}"[:2000]}
+    gc.collect()
+    jax_row = bench_supervised_point(p, dataclasses.replace(cfg, infer_size=None), base)
+    jax_ips = jax_row["images_per_s"]
+    row = {
+        "lr_patch": lr_patch, "params": jax_row["params"],
+        "fwd_gflops_per_image": fwd / p.batch / 1e9, "train_gflops_per_step": step_flops / 1e9,
+        "xla_fwd_gflops_per_image": xla_fwd and xla_fwd / p.batch / 1e9,
+        "xla_gflops_per_step": jax_row["train_gflops_per_step"],
+        "peak_tflops": peak and peak / 1e12,
+        "peak_source": None if peak is None else "flag" if cfg.peak_tflops else "table",
+        "jax_lower_s": jax_row["lower_s"], "jax_compile_s": jax_row["compile_s"],
+        "jax_step_ms": jax_row["step_ms"], "jax_images_per_s": jax_ips,
+        "jax_tflops_per_s": step_flops * jax_row["steps_per_s"] / 1e12,
+        "jax_mfu": flops.mfu(step_flops * jax_row["steps_per_s"], peak),
+        "jax_loss": jax_row["loss"], "jax_peak_bytes": jax_row["peak_bytes_in_use"],
+        "jax_temp_bytes": jax_row["train_temp_bytes"],
+        "jax_argument_bytes": jax_row["train_argument_bytes"],
+        **torch_row,
+    }
+    if torch_row["torch_status"] == "ok":
+        torch_flops_per_s = step_flops * torch_row["torch_images_per_s"] / p.batch
+        same_device = (torch_row["torch_device"] == "cuda") == (jax.default_backend() == "gpu")
+        row["torch_tflops_per_s"] = torch_flops_per_s / 1e12
+        row["torch_mfu"] = flops.mfu(torch_flops_per_s, peak) if same_device else None
+        row["ratio_jax_over_torch"] = jax_ips / torch_row["torch_images_per_s"]
+        if row["torch_params"] != row["params"]:
+            row["note"] = (f"parameter counts differ: jaxsr {row['params']}, PyTorch "
+                           f"{row['torch_params']} (different networks; check --model_kwargs)")
+    row["max_rss_bytes"] = max_rss_bytes()
+    return row
+
+
+def compare_section(cfg: Settings) -> list[dict[str, Any]]:
+    """One row per point: jaxsr and PyTorch train steps of the same network, ratio and MFU."""
+    base = compare_base_config()
+    rows = []
+    for p in compare_points(cfg):
+        print(f"running: compare {p.model} x{p.scale} {p.dtype} batch {p.batch} patch {p.patch}",
+              flush=True)
+        rows.append(guarded("compare", p, lambda p=p: bench_compare_point(p, cfg, base)))
+    return rows
+
+
+def format_compare_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the compare rows: throughput of both sides, ratio, MFU, compile time,
+    memory."""
+    def mib(v):
+        return _num(v and v / 2 ** 20, ".0f")
+
+    def pct(v):
+        return _num(v and 100 * v, ".1f") + ("%" if v else "")
+
+    def torch_col(r, key, fmt):
+        if r.get("torch_status", "ok") != "ok":
+            return r.get("torch_status", "-")[:40] if key == "torch_images_per_s" else "-"
+        return _num(r.get(key), fmt)
+
+    def jax_mem(r):
+        if r.get("jax_peak_bytes"):
+            return mib(r["jax_peak_bytes"])
+        t, a = r.get("jax_temp_bytes"), r.get("jax_argument_bytes")
+        return f"{mib(t + a)}*" if t is not None and a is not None else "-"
+
+    def torch_mem(r):
+        if r.get("torch_status") != "ok":
+            return "-"
+        return mib(r.get("torch_peak_bytes")) + ("" if r.get("torch_peak_kind") ==
+                                                 "cuda_max_allocated" else " (RSS)")
+
+    cols = [
+        ("model", lambda r: r["model"]), ("x", lambda r: str(r["scale"])),
+        ("dtype", lambda r: r["dtype"]), ("batch", lambda r: str(r["batch"])),
+        ("patch", lambda r: str(r["patch"])),
+        ("params", lambda r: _num(r.get("params") and r["params"] / 1e6, ".3f") + "M"
+         if r.get("params") else "-"),
+        ("fwd GFLOP/img", lambda r: _num(r.get("fwd_gflops_per_image"), ".3f")),
+        ("XLA fwd GFLOP/img", lambda r: _num(r.get("xla_fwd_gflops_per_image"), ".3f")),
+        ("train GFLOP/step", lambda r: _num(r.get("train_gflops_per_step"), ".1f")),
+        ("jaxsr img/s", lambda r: _num(r.get("jax_images_per_s"), ".2f")),
+        ("torch img/s", lambda r: torch_col(r, "torch_images_per_s", ".2f")),
+        ("jaxsr/torch", lambda r: _num(r.get("ratio_jax_over_torch"), ".2f")),
+        ("jaxsr MFU", lambda r: pct(r.get("jax_mfu"))),
+        ("torch MFU", lambda r: pct(r.get("torch_mfu"))),
+        ("jaxsr compile s", lambda r: _num(r.get("jax_compile_s") and
+                                           r["jax_compile_s"] + r["jax_lower_s"], ".2f")),
+        ("torch 1st step s", lambda r: torch_col(r, "torch_first_step_s", ".2f")),
+        ("jaxsr MiB", jax_mem), ("torch MiB", torch_mem),
+        ("status", lambda r: r["status"] + (f" ({r.get('note') or r.get('error')})"[:90]
+                                            if r["status"] != "ok" or r.get("note") else "")),
+    ]
+    lines = ["| " + " | ".join(name for name, _ in cols) + " |",
+             "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f(r) for _, f in cols) + " |" for r in rows]
+    device = next((r.get("device_kind") for r in rows if r.get("device_kind")), "?")
+    lines.append(f"\nDevice: {device}. fwd GFLOP/img: analytic forward FLOPs of one LR patch "
+                 "(2 x conv/dot MACs); train GFLOP/step = 3 x forward x batch, the FLOPs in MFU; "
+                 "XLA fwd: XLA's cost analysis of the same forward. jaxsr compile s: lower + "
+                 "compile. torch 1st step s: first step (autotuning; compilation with "
+                 "--torch_compile). MiB: jaxsr device peak (* = XLA temp + argument bytes where "
+                 "the device reports none), PyTorch cuda max allocated (RSS = process max RSS "
+                 "on CPU). MFU blank where the device's peak is unknown (CPU; --peak_tflops "
+                 "sets one).")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -818,9 +1151,16 @@ def format_method_table(rows: list[dict[str, Any]]) -> str:
 SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
     "supervised": supervised_section,
     "drtl": drtl_section,
+    "compare": compare_section,
     "pcl": pcl_section,
     "crl": crl_section,
     "irconstyle": irconstyle_section,
+}
+
+# Table printer per section (format_table, the grid table, for the others).
+TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "compare": format_compare_table,
+    **{name: format_method_table for name in METHOD_SECTIONS},
 }
 
 
@@ -839,6 +1179,8 @@ def isolation_units(cfg: Settings) -> list[tuple[Point, str | None]]:
     """What one isolated process runs: a grid point (and, for drtl, one variant)."""
     if cfg.section == "drtl":
         return [(p, v.name) for p in grid(cfg) for v in select_variants(cfg.variants)]
+    if cfg.section == "compare":
+        return [(p, None) for p in compare_points(cfg)]
     return [(p, None) for p in grid(cfg)]
 
 
@@ -935,6 +1277,8 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(str(e)) from None
     if cfg.section in METHOD_SECTIONS and _ISOLATE.value:
         raise app.UsageError(f"--isolate is for the grid sections, not --section={cfg.section}")
+    if cfg.section == "compare":   # PyTorch shares the GPU: no 75% preallocation by JAX
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     rows = run_isolated(cfg) if _ISOLATE.value else run(cfg)
     if jax.process_index() != 0:   # multi-process runs: process 0 reports
         return
@@ -945,8 +1289,7 @@ def main(argv: list[str]) -> None:
             print(line, flush=True)
             if out:
                 out.write(line + "\n")
-    table = format_method_table if cfg.section in METHOD_SECTIONS else format_table
-    print(table(rows), flush=True)
+    print(TABLES.get(cfg.section, format_table)(rows), flush=True)
 
 
 if __name__ == "__main__":
