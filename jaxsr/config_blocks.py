@@ -37,11 +37,13 @@ def optim(lr: float, schedule: str = "cosine", warmup: int = 0, min_lr_ratio: fl
 
 
 def evaluation(tile: int = 128, overlap: int = 16, batch_tiles: int = 4,
-               num_images: int = 2, device_metrics: bool = True) -> ml_collections.ConfigDict:
+               num_images: int = 2,
+               device_metrics: bool | str = "auto") -> ml_collections.ConfigDict:
     """`config.eval`: tiled full-image evaluation (tile and overlap in LR pixels, tiles per
     forward call; 0 = the backend's default, `jaxsr.inference.default_tiling`), how many example
     images to save, and whether periodic evaluation in the loop measures PSNR/SSIM on the device
-    in float32 (final tables always use the float64 host path)."""
+    in float32 (True / False / 'auto': on GPU/TPU, not on CPU; final tables always use the
+    float64 host path)."""
     return ml_collections.ConfigDict({"tile": tile, "overlap": overlap,
                                       "batch_tiles": batch_tiles, "num_images": num_images,
                                       "device_metrics": device_metrics})
