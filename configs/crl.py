@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.augment = True
     c.data.worker_count = 0
     c.data.cache_images = 256
+    c.data.store = "auto"                # 'auto' (small sets in memory, larger ones in a decoded
+    #                                      uint8 memory-mapped store) | 'memory' | 'disk' | 'none'
+    c.data.store_dir = ""               # '' = $JAXSR_STORE_DIR, else ~/.cache/jaxsr/stores
 
     c.crl = ml_collections.ConfigDict()
     # Loss weights. InfoNCE values are ~log(2M) (~6) against L1 ~0.05; the paper's weights are

@@ -90,6 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.finetune_batch = 8
     c.data.worker_count = 0
     c.data.cache_images = 256             # decode sets up to this size once, keep in memory
+    c.data.store = "auto"                # 'auto' (small sets in memory, larger ones in a decoded
+    #                                      uint8 memory-mapped store) | 'memory' | 'disk' | 'none'
+    c.data.store_dir = ""               # '' = $JAXSR_STORE_DIR, else ~/.cache/jaxsr/stores
 
     c.transfer = ml_collections.ConfigDict()
     c.transfer.num_steps = 300

@@ -72,6 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.augment = True
     c.data.worker_count = 0
     c.data.cache_images = 256
+    c.data.store = "auto"                # 'auto' (small sets in memory, larger ones in a decoded
+    #                                      uint8 memory-mapped store) | 'memory' | 'disk' | 'none'
+    c.data.store_dir = ""               # '' = $JAXSR_STORE_DIR, else ~/.cache/jaxsr/stores
     c.data.synthetic_tasks = ()           # unused by PCL (bicubic LR is made by the step)
     c.data.mode = "down"
 

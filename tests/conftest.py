@@ -26,6 +26,8 @@ def _share_one_compilation_cache() -> None:
         return
     import tempfile
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsr-test-xla-")
+    # Decoded image stores (jaxsr.data.store) of this session: never the user's ~/.cache.
+    os.environ["JAXSR_STORE_DIR"] = tempfile.mkdtemp(prefix="jaxsr-test-stores-")
     os.environ["JAXSR_TEST_CACHE_SET"] = "1"
 
 

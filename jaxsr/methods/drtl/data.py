@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 
 from jaxsr.data import pipeline
-from jaxsr.data.sources import ImageFolderSource, PairedFolderSource, cache_if_small
-from jaxsr.train.data import Subset, resolve_dir
+from jaxsr.data.sources import ImageFolderSource, PairedFolderSource
+from jaxsr.train.data import Subset, resolve_dir, stored_source
 from jaxsr.train.mesh import local_batch_size
 
 
@@ -48,15 +48,15 @@ def split_target(d: ml_collections.ConfigDict, scale: int) -> TargetSplit:
     shots = sorted(order[:d.shots].tolist())
     rest = list(range(pool, n)) if d.eval_count else sorted(set(range(n)) - set(shots))
     names = list(source.names)
-    return TargetSplit(cache_if_small(Subset(source, shots), d.cache_images),
+    return TargetSplit(stored_source(d, Subset(source, shots)),
                        Subset(source, rest),
                        [names[i] for i in shots], [names[i] for i in rest])
 
 
 def aux_source(d: ml_collections.ConfigDict):
-    """The clean auxiliary HR images (kept decoded in memory when at most d.cache_images)."""
-    return cache_if_small(ImageFolderSource(resolve_dir(d.aux_dir, d.aux_sample)),
-                          d.cache_images)
+    """The clean auxiliary HR images, kept decoded as `d.store` says (in memory when at most
+    d.cache_images, else a memory-mapped store: `jaxsr.train.data.stored_source`)."""
+    return stored_source(d, ImageFolderSource(resolve_dir(d.aux_dir, d.aux_sample)))
 
 
 class JointIterator:

@@ -36,6 +36,13 @@ class ConcatSource:
     def __len__(self) -> int:
         return len(self.index)
 
+    def fingerprint(self) -> str | None:
+        """Changes when any part's records change (None if a part cannot say): lets large sets
+        go to the decoded store (`config.data.store`)."""
+        from jaxsr.data.store import source_fingerprint
+        parts = [source_fingerprint(src) for _, src in self.parts]
+        return None if None in parts else repr([(tag, f) for (tag, _), f in zip(self.parts, parts)])
+
     def __getitem__(self, i: int) -> dict:
         p, j = self.index[int(i)]
         tag, src = self.parts[p]
