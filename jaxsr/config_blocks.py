@@ -37,16 +37,17 @@ def optim(lr: float, schedule: str = "cosine", warmup: int = 0, min_lr_ratio: fl
 
 
 def evaluation(tile: int = 128, overlap: int = 16, batch_tiles: int = 4,
-               num_images: int = 2,
-               device_metrics: bool | str = "auto") -> ml_collections.ConfigDict:
+               num_images: int = 2, device_metrics: bool | str = "auto",
+               protocol: str = "basicsr") -> ml_collections.ConfigDict:
     """`config.eval`: tiled full-image evaluation (tile and overlap in LR pixels, tiles per
     forward call; 0 = the backend's default, `jaxsr.inference.default_tiling`), how many example
     images to save, and whether periodic evaluation in the loop measures PSNR/SSIM on the device
     in float32 (True / False / 'auto': on GPU/TPU, not on CPU; final tables always use the
-    float64 host path)."""
+    float64 host path), and the metric protocol: 'basicsr' (RGB and Y, border = scale) or 'realsr'
+    (the RealSR release's Test.m: `jaxsr.eval_protocols`)."""
     return ml_collections.ConfigDict({"tile": tile, "overlap": overlap,
                                       "batch_tiles": batch_tiles, "num_images": num_images,
-                                      "device_metrics": device_metrics})
+                                      "device_metrics": device_metrics, "protocol": protocol})
 
 
 def train(log_every: int = 25, checkpoint_every: int = 100, keep_checkpoints: int = 2,

@@ -92,3 +92,24 @@ def test_bad_inputs_name_the_problem():
         ep.realsr_patch_metrics(a, np.zeros((24, 20, 3), np.uint8))
     with pytest.raises(ValueError, match="config.eval.protocol='matlab' is unknown"):
         ep.check_protocol("matlab")
+
+
+def test_evaluator_option_realsr_averages_patches():
+    """evaluate_pairs(protocol='realsr') = the mean over every patch of the set (not of the
+    per-image means), here for the identity baseline on one large and one small pair."""
+    from jaxsr.train.evaluate import evaluate_pairs
+    rng = np.random.default_rng(1)
+    pairs = []
+    for shape in [(1605, 1210, 3), (300, 260, 3)]:
+        hr = rng.integers(0, 256, shape, dtype=np.uint8)
+        lr = np.clip(hr + rng.normal(0, 8, shape), 0, 255).astype(np.uint8)
+        pairs.append((lr, hr, f"{shape[0]}"))
+    mean, per_image, _ = evaluate_pairs(None, pairs, scale=1, protocol="realsr")
+    assert set(mean) == {"psnr_y", "ssim_y"}
+    patches = [ep.realsr_patch_metrics(lr, hr) for lr, hr, _ in pairs]
+    assert [len(p) for p in patches] == [4, 1]   # 1604x1208: y starts 0, 404; x 0, 8
+    want = np.mean([p["psnr_y"] for image in patches for p in image])
+    assert mean["psnr_y"] == pytest.approx(want, abs=1e-12)
+    assert mean["psnr_y"] != pytest.approx(np.mean([m["psnr_y"] for m in per_image]), abs=1e-6)
+    with pytest.raises(ValueError, match="protocol='x' is unknown"):
+        evaluate_pairs(None, pairs, scale=1, protocol="x")

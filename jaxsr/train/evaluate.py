@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr import metrics
+from jaxsr import eval_protocols, metrics
 from jaxsr.inference import restore_device, restore_image
 from jaxsr.pixels import to_uint8
 from jaxsr.train.state import deployable_params
@@ -93,7 +93,8 @@ def evaluate_pairs(apply_fn: Callable[[jax.Array], jax.Array] | None,
                    pairs: Sequence[tuple[np.ndarray, np.ndarray, str]], scale: int,
                    crop_border: int | None = None, tile: int | None = 128, overlap: int = 16,
                    batch_tiles: int | None = 4, keep_outputs: int = 0,
-                   device_metrics: bool = False, mode: str = "auto"):
+                   device_metrics: bool = False, mode: str = "auto",
+                   protocol: str = "basicsr"):
     """Evaluates a model (or, with apply_fn=None, the identity/bicubic baseline) on full pairs.
 
     Args:
@@ -105,10 +106,16 @@ def evaluate_pairs(apply_fn: Callable[[jax.Array], jax.Array] | None,
       device_metrics: restore, round to uint8 and measure on the device in float32 (fast, for
         evaluation during training); default False: float64 metrics on the host (tables).
       mode: `restore_image` mode of the host-metrics path ('auto', 'device', 'host').
+      protocol: 'basicsr' (PSNR/SSIM on RGB and Y, `crop_border`, mean over images) or
+        'realsr' (`jaxsr.eval_protocols`: the RealSR release's Test.m; psnr_y/ssim_y only, on
+        1200-px patches of large images, mean over every patch; host float64 metrics).
     Returns:
       (mean metrics dict, per-image list of dicts with 'name', outputs list).
     """
     crop = scale if crop_border is None else crop_border
+    eval_protocols.check_protocol(protocol)
+    if protocol == "realsr":
+        device_metrics = False
     if device_metrics and apply_fn is not None:
         return _evaluate_on_device(apply_fn, pairs, scale, crop, tile, overlap, batch_tiles,
                                    keep_outputs)
@@ -123,10 +130,17 @@ def evaluate_pairs(apply_fn: Callable[[jax.Array], jax.Array] | None,
         if out.shape != hr.shape:
             raise ValueError(f"pair {name!r}: output {out.shape} != HR {hr.shape}; is the config "
                              f"scale ({scale}) right for this data?")
-        m = image_metrics(out, hr, crop)
-        per_image.append({"name": name, **m})
+        if protocol == "realsr":
+            patches = eval_protocols.realsr_patch_metrics(out, hr)
+            per_image.append({"name": name, **eval_protocols.mean_over_patches([patches]),
+                              "patches": patches})
+        else:
+            per_image.append({"name": name, **image_metrics(out, hr, crop)})
         if len(outputs) < keep_outputs:
             outputs.append(out)
+    if protocol == "realsr":
+        return (eval_protocols.mean_over_patches([m["patches"] for m in per_image]), per_image,
+                outputs)
     return mean_metrics(per_image), per_image, outputs
 
 
@@ -137,7 +151,7 @@ class Evaluator:
     """Evaluation of one network on fixed held-out pairs, for the loop and the final tables.
 
     pairs: (lr uint8 (h, w, 3), hr uint8 (h*s, w*s, 3), name); eval_cfg: `config.eval` (tile,
-    overlap, batch_tiles, num_images, device_metrics). The forward pass is jitted once for all
+    overlap, batch_tiles, num_images, device_metrics, protocol). The forward pass is jitted once for all
     images; `__call__` (final tables) measures in float64 on the host, `for_loop` (periodic
     evaluation) on the device per `eval_cfg.device_metrics` (True, False, 'auto': not on CPU).
     """
@@ -146,9 +160,13 @@ class Evaluator:
         self.pairs, self.scale, self.cfg = list(pairs), int(scale), eval_cfg
         self._apply = make_apply_fn(model)
 
+    @property
+    def protocol(self) -> str:
+        return str(self.cfg.get("protocol", "basicsr"))
+
     def baseline(self) -> dict[str, float]:
         """Mean metrics of the identity (scale 1) or bicubic estimate."""
-        return evaluate_pairs(None, self.pairs, self.scale)[0]
+        return evaluate_pairs(None, self.pairs, self.scale, protocol=self.protocol)[0]
 
     def __call__(self, params: Any, keep: int = 0, device_metrics: bool = False):
         """(mean metrics, per-image metrics, the first `keep` uint8 outputs) of `params`;
@@ -157,7 +175,7 @@ class Evaluator:
         return evaluate_pairs(functools.partial(self._apply, params), self.pairs, self.scale,
                               tile=ev.tile or None, overlap=ev.overlap,
                               batch_tiles=ev.batch_tiles or None, keep_outputs=keep,
-                              device_metrics=device_metrics)
+                              device_metrics=device_metrics, protocol=self.protocol)
 
     def images(self, outputs: Sequence[np.ndarray], prefix: str) -> dict[str, np.ndarray]:
         """{prefix + name: LR | output | HR side by side} for the first len(outputs) pairs."""

@@ -281,7 +281,8 @@ def _print_table(config, summary, scale, n):
             (f"{label} + fine-tune", summary["after_finetune"])]
     lines = [f"held-out target pairs: {n}; shots: {len(summary['shots'])}",
              f"{'':36s} PSNR-Y  SSIM-Y  PSNR-RGB SSIM-RGB"]
-    for name, m in rows:
-        lines.append(f"{name:36s} {m['psnr_y']:6.2f}  {m['ssim_y']:.4f}  {m['psnr_rgb']:6.2f}   "
-                     f"{m['ssim_rgb']:.4f}")
+    for name, m in rows:  # the 'realsr' protocol measures Y only
+        rgb = (f"{m['psnr_rgb']:6.2f}   {m['ssim_rgb']:.4f}" if "psnr_rgb" in m else
+               "     -        -")
+        lines.append(f"{name:36s} {m['psnr_y']:6.2f}  {m['ssim_y']:.4f}  {rgb}")
     print("\n".join(lines), flush=True)
