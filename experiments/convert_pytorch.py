@@ -18,6 +18,10 @@ Usage:
   python experiments/convert_pytorch.py --model edsr_baseline --scale 2 \
       --input edsr_baseline_x2-1bc95232.pt --output edsr_baseline_x2.npz
 The .npz holds the flattened Flax tree ('params/head/kernel', ...); `load_npz` restores it.
+Repeated blocks are written in the layout the model expects: stacked for the default
+`scan_blocks=True` ('params/blocks/conv1/kernel' (n, 3, 3, F, F), RCAN 'params/groups/blocks/...',
+NAFNet 'params/enc_3_blocks/...'; see `jaxsr.models.stacking`), one entry per block ('block_0',
+...) with `--unrolled` for models built with scan_blocks=False.
 The script checks every key and shape against `jaxsr.models.create(model, scale=...)`.
 Needs torch only to read .pt/.pth files (`pip install torch`; not a jaxsr requirement).
 """
@@ -127,11 +131,13 @@ def _to_flax_leaf(path: str, value: np.ndarray) -> tuple[str, np.ndarray]:
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], arch: str,
-                       rgb_range: float = 255.0) -> dict[str, Any]:
+                       rgb_range: float = 255.0, stacked: bool = True) -> dict[str, Any]:
     """PyTorch state_dict (name -> array/tensor) -> Flax variables {'params': {...}} (numpy f32).
 
     arch: 'edsr', 'rcan' or 'nafnet'. rgb_range: the image range the weights were trained on
-    (255 for official EDSR/RCAN, ignored for NAFNet which works in [0, 1]).
+    (255 for official EDSR/RCAN, ignored for NAFNet which works in [0, 1]). stacked: repeated
+    blocks stacked as the default models (`scan_blocks=True`) expect; False: one entry per block
+    (`block_0`, ...), for models built with scan_blocks=False.
     Raises KeyError naming any key that the layout does not know.
     """
     rules = {"edsr": _EDSR_RULES, "rcan": _RCAN_RULES, "nafnet": _NAFNET_RULES}.get(arch)
@@ -170,6 +176,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str,
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = arr
+    if stacked:
+        from jaxsr.models.stacking import stack_blocks
+        tree = stack_blocks(tree)
     return {"params": tree}
 
 
@@ -237,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="output .npz")
     parser.add_argument("--rgb-range", type=float, default=255.0,
                         help="image range the EDSR/RCAN weights were trained on (default 255)")
+    parser.add_argument("--unrolled", action="store_true",
+                        help="write one entry per block (block_0, ...) for a model built with "
+                             "scan_blocks=False (default: stacked, as the models are by default)")
     args = parser.parse_args(argv)
 
     import jaxsr.models as models
@@ -246,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--model {args.model!r}: no PyTorch layout known; use one of "
                      f"{sorted(_ARCH_OF)} or a nafnet preset")
     kwargs = {} if args.scale is None else {"scale": args.scale}
+    if args.unrolled:
+        kwargs["scan_blocks"] = False
     model = models.create(args.model, **kwargs)
-    variables = convert_state_dict(load_torch_state_dict(args.input), arch, args.rgb_range)
+    variables = convert_state_dict(load_torch_state_dict(args.input), arch, args.rgb_range,
+                                   stacked=not args.unrolled)
     check_against_model(variables, model)
     save_npz(args.output, variables)
     n = sum(v.size for v in __import__("jax").tree_util.tree_leaves(variables))

@@ -129,12 +129,46 @@ class Checkpointer:
                     return state, dict(restored.data or {}), dict(restored.meta or {})
                 except Exception:
                     pass
+            converted = self._restore_other_block_layout(step, abstract_state, legacy)
+            if converted is not None:
+                return converted
             raise CheckpointError(
                 f"cannot restore checkpoint {self.directory / str(step)}: {e}\n"
                 "The checkpoint may come from a different model/config, or be damaged: use a "
                 "new --workdir, or delete that step's folder to fall back to an older one."
+                + _BLOCK_LAYOUT_HINT
             ) from e
         return restored.state, dict(restored.data or {}), dict(restored.meta or {})
+
+    def _restore_other_block_layout(self, step: int, abstract_state: Any,
+                                    legacy: tuple[dict] | None) -> tuple[Any, dict, dict] | None:
+        """A checkpoint written with the other repeated-block layout (unrolled `block_i` before
+        EDSR/RCAN/NAFNet scanned their blocks, or the reverse; `jaxsr.models.stacking`):
+        restores into that layout, converts to `abstract_state`'s and places the arrays with its
+        shardings. None when neither layout (nor the legacy fields-less target) fits."""
+        from jaxsr.models import stacking
+        targets = [(abstract_state, None)] + ([(legacy[0], abstract_state)] if legacy else [])
+        for target, full in targets:
+            for to_other, back in ((stacking.unstack_blocks, stacking.stack_blocks),
+                                   (stacking.stack_blocks, stacking.unstack_blocks)):
+                try:
+                    other = to_other(target)
+                    if jax.tree.structure(other) == jax.tree.structure(target):
+                        continue  # nothing in the target has the other layout
+                    restored = self._restore_into(step, other)
+                    state = back(restored.state, like=target)
+                    state = jax.tree.map(_place_like, state, target)
+                except Exception:  # not this layout either
+                    continue
+                if full is not None:
+                    state = full.replace(**state)
+                logging.warning(
+                    "checkpoint %s holds the %s block layout; converted it to the model's (%s)",
+                    self.directory / str(step),
+                    "unrolled (block_i)" if to_other is stacking.unstack_blocks else "stacked",
+                    "stacked" if to_other is stacking.unstack_blocks else "unrolled")
+                return state, dict(restored.data or {}), dict(restored.meta or {})
+        return None
 
     def _restore_into(self, step: int, abstract_state: Any):
         return self._manager.restore(step, args=ocp.args.Composite(
@@ -154,6 +188,26 @@ class Checkpointer:
         except Exception as e:
             raise CheckpointError(f"cannot restore checkpoint {self.directory / str(step)}: {e}") from e
         return restored.state, dict(restored.meta or {})
+
+
+_BLOCK_LAYOUT_HINT = (
+    "\nIf the model's repeated blocks changed layout (EDSR/RCAN/NAFNet scan their blocks, "
+    "parameters 'blocks' / 'groups' stacked on a leading axis, since scan_blocks=True became "
+    "the default; older runs hold 'block_0', 'block_1', ...): restore is converted "
+    "automatically when only that differs; to convert parameters yourself use "
+    "jaxsr.models.stacking.stack_blocks / unstack_blocks, or build the model unrolled with "
+    "--config.model.kwargs.scan_blocks=False.")
+
+
+def _place_like(x: Any, target: Any) -> Any:
+    """`x` as an array with `target`'s sharding (a ShapeDtypeStruct's or an array's), checked
+    against its shape; non-array leaves as they are."""
+    if not hasattr(target, "shape"):
+        return x
+    if tuple(x.shape) != tuple(target.shape):
+        raise ValueError(f"shape {tuple(x.shape)} != {tuple(target.shape)}")
+    sharding = getattr(target, "sharding", None)
+    return jax.device_put(x, sharding) if sharding is not None else jax.numpy.asarray(x)
 
 
 def _without_empty_fields(state: Any) -> tuple[dict] | None:

@@ -22,6 +22,7 @@ import ml_collections
 
 from jaxsr import deployable
 from jaxsr.checkpoint import CheckpointError, restore_params
+from jaxsr.models.stacking import params_for
 from jaxsr.deployable import Deployable
 from jaxsr.config_util import load_config_file  # noqa: F401  (re-exported for notebooks)
 from jaxsr.model_factory import build_model
@@ -109,6 +110,8 @@ def load_run(workdir: str | pathlib.Path, checkpoint: str = "latest",
                                   use_ema=deployed.use_ema if use_ema is None else use_ema)
     config = read_run_config(workdir, meta)
     model = build_model(config_from_dict(deployed.model))
+    # Runs from before EDSR/RCAN/NAFNet scanned their blocks hold `block_i` entries.
+    params = params_for(model, params)
     return Run(model=model, params=params, config=config, meta=meta, workdir=workdir,
                checkpoint_dir=ckpt_dir, deployed=deployed)
 

@@ -46,6 +46,7 @@ import pytest
 import jaxsr.models as models
 import numpy_reference_nets as ref  # tests/ is on sys.path
 from jaxsr.models import count_params, pixel_shuffle, pixel_unshuffle
+from jaxsr.models.stacking import stack_blocks, unstack_blocks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Model-init key. The 'rbg' PRNG compiles far faster on CPU than the default (partitionable)
@@ -209,6 +210,75 @@ def test_generic_names_take_explicit_fields():
                     dec_blocks=(2, 1)) == nafnet_p(8, (1, 2), 3, (2, 1))
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_param_counts_do_not_depend_on_the_block_layout(scan):
+    """Unrolled and scanned blocks hold the same scalars (the presets above use the default,
+    scanned layout); the unrolled RCAN x2 preset is the published 15,444,643 too."""
+    assert n_params("rcan", scale=2, scan_blocks=scan) == 15_444_643
+    assert n_params("edsr_baseline", scale=2, scan_blocks=scan) == 1_369_859
+    assert n_params("nafnet_w32", scan_blocks=scan) == 17_111_907
+    assert n_params("nafnet", width=8, enc_blocks=(0, 2), middle_blocks=3, dec_blocks=(2, 1),
+                    scan_blocks=scan) == nafnet_p(8, (0, 2), 3, (2, 1))
+
+
+# ----------------------------------------------------------------------------- scanned blocks
+SCAN_CASES = [
+    ("edsr", 2, dict(features=8, num_blocks=3, res_scale=0.5)),
+    ("rcan", 3, dict(features=8, num_groups=2, num_blocks=3, reduction=4)),
+    ("nafnet", 1, dict(width=4, enc_blocks=(1, 2), middle_blocks=3, dec_blocks=(2, 1))),
+]
+
+
+def leaf_paths(tree) -> dict:
+    return {jax.tree_util.keystr(k): v.shape for k, v in
+            jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.parametrize("name,scale,kw", SCAN_CASES)
+def test_scanned_blocks_compute_the_unrolled_network(name, scale, kw):
+    """Unrolled weights converted with stack_blocks give the scanned model the same parameter
+    tree as its own init, and the same output (float32, to rounding), and gradients that
+    unstack to the unrolled model's; the program holds one block per scan instead of n."""
+    unrolled = models.create(name, scale=scale, scan_blocks=False, **kw)
+    scanned = models.create(name, scale=scale, **kw)
+    x = rand((2, 7, 9, 3), seed=6)
+    shapes_u = jax.eval_shape(unrolled.init, KEY, x)
+    shapes_s = jax.eval_shape(scanned.init, KEY, x)
+    assert leaf_paths(stack_blocks(shapes_u)) == leaf_paths(shapes_s)
+    assert leaf_paths(unstack_blocks(shapes_s)) == leaf_paths(shapes_u)
+    assert len(jax.tree_util.tree_leaves(shapes_s)) < len(jax.tree_util.tree_leaves(shapes_u))
+    params = randomize(shapes_u, 8)
+    stacked = stack_blocks(params)
+    y_u = jax.jit(unrolled.apply)(params, x)
+    y_s = jax.jit(scanned.apply)(stacked, x)
+    np.testing.assert_allclose(y_s, y_u, rtol=0, atol=1e-6 * float(jnp.abs(y_u).max()))
+
+    def loss(m, p):
+        return jnp.mean(jnp.square(m.apply(p, x)))
+
+    g_u = jax.jit(jax.grad(lambda p: loss(unrolled, p)))(params)
+    g_s = unstack_blocks(jax.jit(jax.grad(lambda p: loss(scanned, p)))(stacked))
+    assert jax.tree_util.tree_structure(g_s) == jax.tree_util.tree_structure(g_u)
+    for a, b in zip(jax.tree_util.tree_leaves(g_s), jax.tree_util.tree_leaves(g_u)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max()) + 1e-7)
+
+
+def test_scanned_layout_names():
+    """Where the stacked parameters live (the names checkpoints, exports and the PyTorch
+    converter use)."""
+    rcan = models.create("rcan", scale=2, features=8, num_groups=2, num_blocks=3, reduction=4)
+    p = leaf_paths(jax.eval_shape(rcan.init, KEY, jnp.zeros((1, 8, 8, 3)))["params"])
+    assert p["['groups']['blocks']['conv1']['kernel']"] == (2, 3, 3, 3, 8, 8)
+    assert p["['groups']['blocks']['ca']['down']['bias']"] == (2, 3, 2)
+    assert p["['groups']['conv']['kernel']"] == (2, 3, 3, 8, 8)
+    assert not any("group_" in k or "block_" in k for k in p)
+    naf = models.create("nafnet", width=4, enc_blocks=(1, 2), middle_blocks=3, dec_blocks=(2, 1))
+    p = leaf_paths(jax.eval_shape(naf.init, KEY, jnp.zeros((1, 8, 8, 3)))["params"])
+    assert p["['enc_1_blocks']['conv2']['kernel']"] == (2, 3, 3, 1, 16)
+    assert p["['middle_blocks']['beta']"] == (3, 16)
+    assert p["['dec_1_blocks']['norm1']['weight']"] == (1, 4)
+
+
 # ----------------------------------------------------------------------------- shapes
 TINY = {
     "edsr": dict(features=8, num_blocks=2),
@@ -234,9 +304,11 @@ def test_tiny_forward_is_finite_and_init_is_torch_like():
     params = init(model, x)
     y = jax.jit(model.apply)(params, x)
     assert y.shape == (2, 21, 27, 3) and bool(jnp.all(jnp.isfinite(y)))
-    k = np.asarray(params["params"]["block_0"]["conv1"]["kernel"])  # (3, 3, 8, 8), fan_in 72
+    k = np.asarray(params["params"]["blocks"]["conv1"]["kernel"])  # (2, 3, 3, 8, 8), fan_in 72
+    assert k.shape == (2, 3, 3, 8, 8)
     assert np.abs(k).max() <= 1 / np.sqrt(72) and k.std() > 0.5 / np.sqrt(3 * 72)
-    assert not np.any(np.asarray(params["params"]["block_0"]["conv1"]["bias"]))
+    assert not np.array_equal(k[0], k[1])  # each scanned block has its own init key
+    assert not np.any(np.asarray(params["params"]["blocks"]["conv1"]["bias"]))
 
 
 @pytest.mark.parametrize("h,w", [(16, 16), (13, 19), (5, 3)])
@@ -614,6 +686,27 @@ def test_rcan_matches_official_after_conversion(scale):
     assert_parity(apply(variables, x), run_reference(net, x, 255.0))
 
 
+@pytest.mark.parametrize("arch", ["rcan", "nafnet"])
+def test_unrolled_conversion_fits_unrolled_model(arch):
+    """stacked=False writes block_i entries for models built with scan_blocks=False; same
+    output as the official network."""
+    conv = load_converter()
+    if arch == "rcan":
+        net, x, rgb = ref.RCAN(2, 2, 8, 4, 2), rand((1, 6, 7, 3)), 255.0
+        model, apply = jaxsr_model("rcan", scale=2, features=8, num_groups=2, num_blocks=2,
+                                   reduction=4, scan_blocks=False)
+    else:
+        net, x, rgb = ref.NAFNet(3, 4, 1, (1, 2), (2, 1)), rand((1, 11, 9, 3)), 1.0
+        model, apply = jaxsr_model("nafnet", width=4, enc_blocks=(1, 2), middle_blocks=1,
+                                   dec_blocks=(2, 1), scan_blocks=False)
+    sd = ref.random_state_dict(net, seed=5, rgb_range=rgb)
+    net.load_state_dict(sd)
+    variables = conv.convert_state_dict(sd, arch, rgb_range=rgb, stacked=False)
+    assert "block_1" in str(jax.tree_util.tree_structure(variables))
+    conv.check_against_model(variables, model)
+    assert_parity(apply(variables, x), run_reference(net, x, rgb))
+
+
 @pytest.mark.parametrize("arch,scale", [("edsr", 4), ("edsr", 3), ("rcan", 2), ("rcan", 4)])
 def test_basicsr_layouts_match_after_conversion(arch, scale):
     """BasicSR's EDSR/RCAN (conv_first, body.N.conv1, residual_group, rcab, attention, upsample.N,
@@ -775,8 +868,9 @@ def test_parity_check_catches_shape_preserving_conversion_mistakes(arch):
     variables = conv.convert_state_dict(sd, arch, rgb_range=rgb_range)
     assert_parity(apply(variables, x), want)
     for name, mistake in MISTAKES[arch].items():
-        broken = copy.deepcopy(variables)
+        broken = unstack_blocks(copy.deepcopy(variables))  # the mistakes name unrolled blocks
         mistake(broken)
+        broken = stack_blocks(broken)
         assert jax.tree_util.tree_structure(broken) == jax.tree_util.tree_structure(variables)
         err = parity_error(apply(broken, x), want)
         assert err > 100 * PARITY_TOL, f"{arch}: '{name}' not detected (error {err:.1e})"
@@ -789,7 +883,7 @@ def test_converter_rejects_unknown_keys_and_wrong_shapes(tmp_path):
     model = models.create("edsr", scale=2, features=8, num_blocks=1)
     variables = conv.convert_state_dict({"head.0.weight": np.zeros((8, 3, 3, 3)),
                                          "head.0.bias": np.zeros(8)}, "edsr")
-    with pytest.raises(ValueError, match="missing .*block_0/conv1"):
+    with pytest.raises(ValueError, match="missing .*blocks/conv1"):
         conv.check_against_model(variables, model)
     # A state dict of the wrong scale (x3 upsampler into an x2 model) is named, not loaded.
     sd = ref.random_state_dict(ref.EDSR(1, 8, 3), seed=0, rgb_range=255.0)

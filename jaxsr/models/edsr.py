@@ -17,24 +17,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsr.models.common import Dtype, Upsampler, check_scale, conv, mean_shift
+from jaxsr.models.common import (Dtype, Upsampler, block_class, check_scale, conv, dense_conv,
+                                 mean_shift, repeat_blocks)
 from jaxsr.models.registry import register
 
 
 class ResBlock(nn.Module):
-    """conv3x3 - ReLU - conv3x3, scaled by res_scale, plus identity. (B, H, W, F) -> same."""
+    """conv3x3 - ReLU - conv3x3, scaled by res_scale, plus identity. (B, H, W, F) -> same.
+    `scanned=True` (the block runs inside `nn.scan`): the same convs as `LoopConv`."""
 
     features: int
     res_scale: float = 1.0
+    scanned: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = conv(self.features, 3, name="conv1", **kw)(x)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, loop=self.scanned)
+        y = dense_conv(self.features, 3, name="conv1", **kw)(x)
         y = nn.relu(y)
-        y = conv(self.features, 3, name="conv2", **kw)(y)
+        y = dense_conv(self.features, 3, name="conv2", **kw)(y)
         if self.res_scale != 1.0:
             y = y * jnp.asarray(self.res_scale, y.dtype)
         return x + y
@@ -51,6 +54,9 @@ class EDSR(nn.Module):
     __call__: x (B, h, w, 3) float32 in [0, 1] -> (B, h*scale, w*scale, 3) float32 (not clipped).
     `dtype` is the compute dtype (e.g. bfloat16); parameters are `param_dtype` (float32).
     `remat=True` rematerialises each residual block in the backward pass (saves memory).
+    `scan_blocks=True` (default) runs the residual blocks with `nn.scan` over parameters stacked
+    under `blocks` (leaves (num_blocks, ...)); False keeps one submodule per block (`block_0`,
+    ...). Same numbers for the same weights; `jaxsr.models.stacking` converts the layouts.
     """
 
     scale: int = 2
@@ -59,6 +65,7 @@ class EDSR(nn.Module):
     res_scale: float = 1.0
     num_channels: int = 3
     remat: bool = False
+    scan_blocks: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -68,10 +75,10 @@ class EDSR(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = mean_shift(x.astype(jnp.float32), -1).astype(self.dtype)
         x = conv(self.features, 3, name="head", **kw)(x)
-        block = nn.remat(ResBlock) if self.remat else ResBlock
-        y = x
-        for i in range(self.num_blocks):
-            y = block(self.features, self.res_scale, name=f"block_{i}", **kw)(y)
+        block = block_class(ResBlock, self.remat, self.scan_blocks)
+        y = repeat_blocks(lambda name: block(self.features, self.res_scale, self.scan_blocks,
+                                             name=name, **kw), x,
+                          self.num_blocks, scan=self.scan_blocks)
         y = conv(self.features, 3, name="body_conv", **kw)(y)
         y = y + x
         if self.scale > 1:

@@ -26,13 +26,15 @@ architecture; the GoPro ones agree with the quoted 17.11M / 67.89M):
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsr.models.common import Dtype, conv, pixel_shuffle
+from jaxsr.models.common import (Dtype, block_class, conv, dense_conv, pixel_shuffle,
+                                 repeat_blocks)
 from jaxsr.models.injection import CodeFuse, FeatureFuse, check_code, prepare_features
 from jaxsr.models.registry import register
 
@@ -72,6 +74,7 @@ class NAFBlock(nn.Module):
     channels: int
     dw_expand: int = 2
     ffn_expand: int = 2
+    scanned: bool = False   # inside nn.scan: convs as LoopConv (fast gradients on CPU)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -79,6 +82,7 @@ class NAFBlock(nn.Module):
     def __call__(self, inp: jax.Array) -> jax.Array:
         c = self.channels
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = functools.partial(dense_conv, loop=self.scanned)
         dw = c * self.dw_expand
         x = LayerNorm2d(name="norm1", **kw)(inp)
         x = conv(dw, 1, name="conv1", **kw)(x)
@@ -114,8 +118,12 @@ class NAFNet(nn.Module):
 
     __call__: x (B, h, w, 3) float32 in [0, 1], any h, w -> (B, h, w, 3) float32 (not clipped).
     `dtype` is the compute dtype; parameters are `param_dtype` (float32). `remat=True`
-    rematerialises each NAFBlock in the backward pass. Optional `features`: one map per level,
-    features[i] (B, ceil(h / 2**(i+1)), ceil(w / 2**(i+1)), any C_i); optional `code` (B, D).
+    rematerialises each NAFBlock in the backward pass. `scan_blocks=True` (default) runs the
+    blocks of each encoder level, the middle and each decoder level with `nn.scan` over
+    parameters stacked under `enc_{i}_blocks`, `middle_blocks`, `dec_{i}_blocks` (leaves (n,
+    ...)); False keeps one submodule per block (`enc_{i}_block_{j}`, ...). Same numbers for the
+    same weights; `jaxsr.models.stacking` converts the layouts. Optional `features`: one map per
+    level, features[i] (B, ceil(h / 2**(i+1)), ceil(w / 2**(i+1)), any C_i); optional `code` (B, D).
     """
 
     scale: int = 1
@@ -127,6 +135,7 @@ class NAFNet(nn.Module):
     ffn_expand: int = 2
     num_channels: int = 3
     remat: bool = False
+    scan_blocks: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -142,10 +151,14 @@ class NAFNet(nn.Module):
             raise ValueError(f"NAFNet: enc_blocks {tuple(self.enc_blocks)} and dec_blocks "
                              f"{tuple(self.dec_blocks)} must have the same length (one per level)")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        block = nn.remat(NAFBlock) if self.remat else NAFBlock
+        block = block_class(NAFBlock, self.remat, self.scan_blocks)
 
-        def blk(ch: int, name: str) -> nn.Module:
-            return block(ch, self.dw_expand, self.ffn_expand, name=name, **kw)
+        def blocks(y: jax.Array, n: int, name: str) -> jax.Array:
+            ch = y.shape[-1]
+            return repeat_blocks(
+                lambda nm: block(ch, self.dw_expand, self.ffn_expand, self.scan_blocks,
+                                 name=nm, **kw), y, n,
+                scan=self.scan_blocks, name=name)
 
         b, h, w, _ = x.shape
         features = prepare_features("NAFNet", features, x.shape, len(self.enc_blocks))
@@ -158,15 +171,13 @@ class NAFNet(nn.Module):
         skips = []
         ch = self.width
         for lvl, n in enumerate(self.enc_blocks):
-            for j in range(n):
-                y = blk(ch, f"enc_{lvl}_block_{j}")(y)
+            y = blocks(y, n, f"enc_{lvl}_block")
             skips.append(y)
             y = conv(2 * ch, 2, stride=2, padding="VALID", name=f"down_{lvl}", **kw)(y)
             ch *= 2
             if features is not None:
                 y = FeatureFuse(ch, name=f"feat_fuse_{lvl}", **kw)(y, features[lvl])
-        for j in range(self.middle_blocks):
-            y = blk(ch, f"middle_block_{j}")(y)
+        y = blocks(y, self.middle_blocks, "middle_block")
         if code is not None:
             y = CodeFuse(ch, name="code_fuse", **kw)(y, code)
         for lvl, (n, skip) in enumerate(zip(self.dec_blocks, skips[::-1])):
@@ -174,8 +185,7 @@ class NAFNet(nn.Module):
             y = pixel_shuffle(y, 2)
             ch //= 2
             y = y + skip
-            for j in range(n):
-                y = blk(ch, f"dec_{lvl}_block_{j}")(y)
+            y = blocks(y, n, f"dec_{lvl}_block")
         y = conv(self.num_channels, 3, name="ending", **kw)(y)
         out = y.astype(jnp.float32) + inp
         return out[:, :h, :w, :]

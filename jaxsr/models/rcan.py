@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsr.models.common import Dtype, Upsampler, check_scale, conv, mean_shift
+from jaxsr.models.common import (Dtype, Upsampler, block_class, check_scale, conv, dense_conv,
+                                 mean_shift, repeat_blocks)
 from jaxsr.models.registry import register
 
 
@@ -41,19 +42,21 @@ class ChannelAttention(nn.Module):
 
 
 class RCAB(nn.Module):
-    """Residual channel attention block: x + CA(conv(relu(conv(x)))). (B, H, W, F) -> same."""
+    """Residual channel attention block: x + CA(conv(relu(conv(x)))). (B, H, W, F) -> same.
+    `scanned=True` (the block runs inside `nn.scan`): the 3x3 convs as `LoopConv`."""
 
     features: int
     reduction: int = 16
+    scanned: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = conv(self.features, 3, name="conv1", **kw)(x)
+        y = dense_conv(self.features, 3, name="conv1", loop=self.scanned, **kw)(x)
         y = nn.relu(y)
-        y = conv(self.features, 3, name="conv2", **kw)(y)
+        y = dense_conv(self.features, 3, name="conv2", loop=self.scanned, **kw)(y)
         y = ChannelAttention(self.features, self.reduction, name="ca", **kw)(y)
         return x + y
 
@@ -65,17 +68,18 @@ class ResidualGroup(nn.Module):
     num_blocks: int = 20
     reduction: int = 16
     remat: bool = False
+    scan_blocks: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        block = nn.remat(RCAB) if self.remat else RCAB
-        y = x
-        for i in range(self.num_blocks):
-            y = block(self.features, self.reduction, name=f"block_{i}", **kw)(y)
-        y = conv(self.features, 3, name="conv", **kw)(y)
+        block = block_class(RCAB, self.remat, self.scan_blocks)
+        y = repeat_blocks(lambda name: block(self.features, self.reduction, self.scan_blocks,
+                                             name=name, **kw), x,
+                          self.num_blocks, scan=self.scan_blocks)
+        y = dense_conv(self.features, 3, name="conv", loop=self.scan_blocks, **kw)(y)
         return x + y
 
 
@@ -85,7 +89,12 @@ class RCAN(nn.Module):
 
     __call__: x (B, h, w, 3) float32 in [0, 1] -> (B, h*scale, w*scale, 3) float32 (not clipped).
     `dtype` is the compute dtype; parameters are `param_dtype` (float32). `remat=True`
-    rematerialises each RCAB in the backward pass.
+    rematerialises each RCAB in the backward pass. `scan_blocks=True` (default) runs the groups
+    with `nn.scan`, and the RCABs of each group with an inner `nn.scan`: parameters live under
+    `groups` (leaves (num_groups, ...)) and `groups/blocks` (leaves (num_groups, num_blocks,
+    ...)), and the program holds one RCAB instead of num_groups * num_blocks. False keeps one
+    submodule per group and block (`group_0/block_0`, ...). Same numbers for the same weights;
+    `jaxsr.models.stacking` converts the layouts.
     """
 
     scale: int = 2
@@ -95,6 +104,7 @@ class RCAN(nn.Module):
     reduction: int = 16
     num_channels: int = 3
     remat: bool = False
+    scan_blocks: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -104,10 +114,10 @@ class RCAN(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = mean_shift(x.astype(jnp.float32), -1).astype(self.dtype)
         x = conv(self.features, 3, name="head", **kw)(x)
-        y = x
-        for g in range(self.num_groups):
-            y = ResidualGroup(self.features, self.num_blocks, self.reduction, self.remat,
-                              name=f"group_{g}", **kw)(y)
+        y = repeat_blocks(
+            lambda name: ResidualGroup(self.features, self.num_blocks, self.reduction, self.remat,
+                                       self.scan_blocks, name=name, **kw),
+            x, self.num_groups, scan=self.scan_blocks, name="group")
         y = conv(self.features, 3, name="body_conv", **kw)(y)
         y = y + x
         if self.scale > 1:
