@@ -3,7 +3,8 @@
 `config.model` fields: name (registry name, see `jaxsr.models.names()`), scale, dtype
 ('auto' | 'float32' | 'bfloat16' | 'float16': the compute dtype; 'auto' is bfloat16 on GPU/TPU and
 float32 on CPU, see `resolve_dtype`; parameters are float32 in every case), global_residual (add the bicubic-upsampled input to the network output,
-so the network learns a correction; with scale 1 that is the input itself), kwargs (passed to the
+so the network learns a correction; with scale 1 that is the input itself), residual_init
+('rezero' | 'zero_tail', see `GlobalResidual`), kwargs (passed to the
 model constructor, e.g. num_blocks, features).
 """
 from __future__ import annotations
@@ -38,12 +39,22 @@ def dtype_name(dtype) -> str:
     return jnp.dtype(dtype).name
 
 
+RESIDUAL_INITS = ("rezero", "zero_tail")
+TAIL_NAMES = ("tail", "ending")  # the final conv of the registry's networks
+
+
 class GlobalResidual(nn.Module):
     """y = up(x) + g * net(x): `up` is MATLAB bicubic for scale > 1 and the identity for scale 1;
-    `g` is a learnable per-channel gain initialised to 0 (ReZero), so training starts exactly at
-    the bicubic/identity baseline instead of at a random image."""
+    `g` is a learnable per-channel gain. Training starts exactly at the bicubic/identity baseline
+    either way (`residual_init`):
+      'rezero': g = 0 at the start. Adam moves g by about the learning rate per step, so at a
+        small learning rate the network's contribution stays damped for thousands of steps.
+      'zero_tail': g = 1 and the network's final conv (`tail` / `ending`) zero-initialised by
+        `init_params`: every layer trains at full scale from the second step.
+    """
     net: nn.Module
     scale: int
+    residual_init: str = "rezero"
 
     @nn.compact
     def __call__(self, x: jax.Array, **side_inputs) -> jax.Array:
@@ -54,7 +65,8 @@ class GlobalResidual(nn.Module):
             from jaxsr.imresize import imresize
             b, h, w, c = x.shape
             base = imresize(x, output_shape=(h * self.scale, w * self.scale))
-        gain = self.param("residual_gain", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+        init = nn.initializers.ones if self.residual_init == "zero_tail" else nn.initializers.zeros
+        gain = self.param("residual_gain", init, (x.shape[-1],), jnp.float32)
         return base + gain * self.net(x, **side_inputs).astype(jnp.float32)
 
 
@@ -67,7 +79,11 @@ def build_model(model_cfg: ml_collections.ConfigDict, platform: str | None = Non
     kwargs = dict(model_cfg.get("kwargs", {}))
     net = models.create(model_cfg.name, scale=int(model_cfg.scale), dtype=dtype, **kwargs)
     if model_cfg.get("global_residual", False):
-        return GlobalResidual(net=net, scale=int(model_cfg.scale))
+        residual_init = model_cfg.get("residual_init", "rezero")
+        if residual_init not in RESIDUAL_INITS:
+            raise ValueError(f"config.model.residual_init={residual_init!r} is unknown; use one "
+                             f"of {list(RESIDUAL_INITS)}")
+        return GlobalResidual(net=net, scale=int(model_cfg.scale), residual_init=residual_init)
     return net
 
 
@@ -93,4 +109,34 @@ def build_side_model(side_cfg) -> nn.Module:
 def init_params(model: nn.Module, rng: jax.Array, lr_patch: int) -> dict:
     """Initial float32 parameters for inputs of size (1, lr_patch, lr_patch, 3)."""
     x = jnp.zeros((1, lr_patch, lr_patch, 3), jnp.float32)
-    return model.init(rng, x)["params"]
+    params = model.init(rng, x)["params"]
+    if getattr(model, "residual_init", None) == "zero_tail":
+        params = zero_tail(model, params, lr_patch)
+    return params
+
+
+def zero_tail(model: GlobalResidual, params: dict, size: int = 16) -> dict:
+    """`params` of a GlobalResidual whose network outputs exactly 0 at the start: its final conv
+    (`net/tail` or `net/ending`) gets a zero kernel and the bias that cancels the constants the
+    network adds after it (e.g. EDSR's/RCAN's mean shift). Raises ValueError for a network whose
+    output still depends on its input then (e.g. one that adds its input itself)."""
+    net = dict(params["net"])
+    name = next((n for n in TAIL_NAMES if n in net), None)
+    if name is None:
+        raise ValueError(f"residual_init='zero_tail' needs a final conv named one of "
+                         f"{list(TAIL_NAMES)}; this network has {sorted(net)}: use "
+                         "residual_init='rezero'")
+    net[name] = jax.tree.map(jnp.zeros_like, net[name])
+    probe = jax.random.uniform(jax.random.key(0), (2, size, size, 3), jnp.float32)
+    out = model.net.apply({"params": net}, probe).astype(jnp.float32)
+    const = out[0, 0, 0]
+    if float(jnp.max(jnp.abs(out - const))) > 1e-6:
+        raise ValueError(f"residual_init='zero_tail': {type(model.net).__name__}'s output still "
+                         "depends on its input with a zero final conv (it adds its input "
+                         "itself); use residual_init='rezero' or global_residual=False")
+    if "bias" in net[name]:
+        net[name] = {**net[name], "bias": net[name]["bias"] - const}
+    elif float(jnp.max(jnp.abs(const))) > 0:
+        raise ValueError("residual_init='zero_tail': the final conv has no bias to cancel the "
+                         "network's constant output; use residual_init='rezero'")
+    return {**params, "net": net}
