@@ -119,8 +119,8 @@ conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 class LoopConv(nn.Module):
     """What `conv(features, kernel, groups=groups)` builds (same parameter names, shapes, init
-    and forward numbers) for odd kernels, stride 1, groups 1 or depthwise, computed by
-    `conv_same` so that its gradient is fast inside `nn.scan` on CPU.
+    and forward numbers) for odd kernels, stride 1, groups 1 or depthwise, computed on CPU by
+    `conv_same` so that its gradient is fast inside `nn.scan` there (plain convolution elsewhere).
     (B, H, W, I) -> (B, H, W, features)."""
 
     features: int
@@ -135,12 +135,15 @@ class LoopConv(nn.Module):
         k = self.param("kernel", torch_conv_init, (self.kernel, self.kernel,
                                                    x.shape[-1] // self.groups, self.features),
                        self.param_dtype)
+        # The hand-written backward pass is a workaround for XLA:CPU; GPU/TPU compilers handle
+        # JAX's own transpose rule inside loops, and their autotuned kernels are kept.
+        fn = conv_same if jax.default_backend() == "cpu" else _conv_same
         if not self.use_bias:
             x, k = nn.dtypes.promote_dtype(x, k, dtype=self.dtype)
-            return conv_same(x, k, self.groups)
+            return fn(x, k, self.groups)
         b = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         x, k, b = nn.dtypes.promote_dtype(x, k, b, dtype=self.dtype)
-        return conv_same(x, k, self.groups) + b.reshape(1, 1, 1, -1)
+        return fn(x, k, self.groups) + b.reshape(1, 1, 1, -1)
 
 
 def dense_conv(features: int, kernel: int = 3, *, loop: bool, name: str | None = None,
