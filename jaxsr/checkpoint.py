@@ -196,7 +196,7 @@ _BLOCK_LAYOUT_HINT = (
     "the default; older runs hold 'block_0', 'block_1', ...): restore is converted "
     "automatically when only that differs; to convert parameters yourself use "
     "jaxsr.models.stacking.stack_blocks / unstack_blocks, or build the model unrolled with "
-    "--config.model.kwargs.scan_blocks=False.")
+    "--config.model.scan_blocks=False.")
 
 
 def _place_like(x: Any, target: Any) -> Any:

@@ -18,7 +18,7 @@ def model(name: str = "edsr", scale: int = 1, kwargs: dict | None = None,
     kwargs = {"num_blocks": 4, "features": 32} if kwargs is None else kwargs
     return ml_collections.ConfigDict({
         "name": name, "scale": scale, "dtype": dtype, "global_residual": global_residual,
-        "residual_init": "rezero",
+        "residual_init": "rezero", "scan_blocks": True,
         "kwargs": ml_collections.ConfigDict(kwargs)})
 
 

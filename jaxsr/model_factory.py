@@ -4,7 +4,8 @@
 ('auto' | 'float32' | 'bfloat16' | 'float16': the compute dtype; 'auto' is bfloat16 on GPU/TPU and
 float32 on CPU, see `resolve_dtype`; parameters are float32 in every case), global_residual (add the bicubic-upsampled input to the network output,
 so the network learns a correction; with scale 1 that is the input itself), residual_init
-('rezero' | 'zero_tail', see `GlobalResidual`), kwargs (passed to the
+('rezero' | 'zero_tail', see `GlobalResidual`), scan_blocks (EDSR/RCAN/NAFNet: repeated blocks
+with `nn.scan` over stacked parameters, True, or unrolled, False; other networks ignore it), kwargs (passed to the
 model constructor, e.g. num_blocks, features).
 """
 from __future__ import annotations
@@ -77,6 +78,10 @@ def build_model(model_cfg: ml_collections.ConfigDict, platform: str | None = Non
     from jaxsr import models
     dtype = resolve_dtype(model_cfg.get("dtype", "float32"), platform)
     kwargs = dict(model_cfg.get("kwargs", {}))
+    scan = model_cfg.get("scan_blocks", None)
+    from jaxsr.models import registry
+    if scan is not None and "scan_blocks" in registry.fields_of(registry.get(model_cfg.name).cls):
+        kwargs.setdefault("scan_blocks", bool(scan))  # models without repeated blocks: ignored
     net = models.create(model_cfg.name, scale=int(model_cfg.scale), dtype=dtype, **kwargs)
     if model_cfg.get("global_residual", False):
         residual_init = model_cfg.get("residual_init", "rezero")

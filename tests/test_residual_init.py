@@ -59,3 +59,14 @@ def test_a_network_that_adds_its_input_is_refused_and_bad_names():
         init_params(_model("zero_tail", "nafnet", 1, kw), jax.random.key(0), 16)
     with pytest.raises(ValueError, match="residual_init='zeros' is unknown"):
         _model("zeros")
+
+
+def test_scan_blocks_switch_reaches_models_that_have_it():
+    cfg = ml_collections.ConfigDict({"name": "edsr", "scale": 2, "dtype": "float32",
+                                     "global_residual": True, "scan_blocks": False,
+                                     "kwargs": {"num_blocks": 2, "features": 8}})
+    assert build_model(cfg).net.scan_blocks is False
+    cfg.scan_blocks = True
+    assert build_model(cfg).net.scan_blocks is True
+    cfg.name, cfg.kwargs = "unet", {"width": 8, "depth": 2}   # no repeated blocks: ignored
+    assert build_model(cfg).net.width == 8
