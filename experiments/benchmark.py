@@ -1,10 +1,21 @@
 """Throughput / compile-time / memory benchmark of the real jaxsr training and inference steps.
 
 Usage:
-  python experiments/benchmark.py [--section=supervised|drtl|compare|pcl|crl|irconstyle] \
+  python experiments/benchmark.py [--section=supervised|drtl|compare|pcl|crl|irconstyle|
+      pipeline|tiled|compile|scale] \
       [--models=edsr,edsr_baseline,rcan,nafnet_w32,unet] [--scale=2] [--dtype=float32,bfloat16] \
       [--batch=16] [--patch=96] [--steps=20] [--warmup=3] [--infer_size=256x256] \
       [--out=bench.jsonl] [--model_kwargs='{"edsr": {"num_blocks": 1}}'] [--isolate]
+
+At real scale, one command and one run (`--section=scale`, issue 14): jaxsr vs PyTorch of the
+same networks (`compare`, images/s ratio and MFU), train-step compile time with unrolled vs
+scanned blocks (`compile`, experiments/bench_compile.py), tiled x4 inference 1000x750 ->
+4000x3000 with the host blend vs the device program (`tiled`, bench_inference.py), input
+pipeline crops/s on 2K PNG pairs decoded per crop vs the decoded store (`pipeline`,
+bench_pipeline.py, `--pipeline_pairs`), and the DRTL steps at K = 8 (P per task vs one backward
+pass, M vmapped vs a Python loop over tasks); one table per part:
+
+  python experiments/benchmark.py --section=scale --batch=16 --patch=192 --dtype=bfloat16
 
 `--models`, `--scale`, `--dtype`, `--batch` and `--patch` take comma lists; every combination is
 run. Each grid point gives one JSON row (printed, and appended to `--out` as JSON lines); a table
@@ -248,6 +259,10 @@ _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False,
 _TORCH_DEVICE = flags.DEFINE_string("torch_device", "auto",
                                     "compare: PyTorch device: 'auto' (cuda when JAX runs on a GPU "
                                     "and torch sees one, else cpu), 'cuda' or 'cpu'.")
+_PIPELINE_PAIRS = flags.DEFINE_integer("pipeline_pairs", 200, "pipeline / scale: synthetic 2K "
+                                      "PNG pairs (DIV2K has 800).")
+_TILED_SIZES = flags.DEFINE_string("tiled_sizes", "1000x750", "tiled / scale: input sizes WxH, "
+                                   "comma separated (x4: 1000x750 -> 4000x3000).")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0,
                                   "compare: peak dense TFLOP/s of one device for MFU (0 = the "
                                   "table in experiments/flops.py by device kind and dtype; none "
@@ -1148,6 +1163,55 @@ def format_method_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- at scale
+# The issue-14 measurements, each also a script of its own (experiments/bench_*.py).
+SCALE_DRTL_TASKS = ("bicubic", "gaussian_blur", "aniso_gaussian_blur", "defocus_blur",
+                    "gaussian_noise", "jpeg", "rain", "haze")
+SCALE_DRTL_VARIANTS = ("P-vmap", "P-single", "M2-vmap", "M2-loop")
+
+
+def pipeline_section(cfg: Settings) -> list[dict[str, Any]]:
+    """bench_pipeline: crops/s of 2K PNG pairs decoded per crop vs the decoded store."""
+    import bench_pipeline
+    args = bench_pipeline.parser().parse_args(
+        [f"--n={_PIPELINE_PAIRS.value}", "--batches=10", "--workers=0,2"])
+    return [{"section": "pipeline", **r, "status": "ok"} for r in bench_pipeline.section(args)]
+
+
+def tiled_section(cfg: Settings) -> list[dict[str, Any]]:
+    """bench_inference: tiled x4 EDSR-baseline inference, host blend vs the device program."""
+    import bench_inference
+    args = bench_inference.parser().parse_args(
+        ["--model=edsr_baseline", "--scale=4", f"--sizes={_TILED_SIZES.value}", "--repeats=2"])
+    return [{**r, "section": "tiled", "status": "ok"} for r in bench_inference.section(args)]
+
+
+def compile_section(cfg: Settings) -> list[dict[str, Any]]:
+    """bench_compile: train-step compile time with unrolled vs scanned blocks."""
+    import bench_compile
+    names = [m for m in cfg.models if m in ("edsr_baseline", "rcan", "nafnet_w32")]
+    args = argparse.Namespace(models=",".join(names or ["rcan", "nafnet_w32"]),
+                              scan="false,true", scale=2, batch=2, patch=48, steps=2)
+    return [{**r, "status": "ok"} for r in bench_compile.section(args)]
+
+
+def scale_section(cfg: Settings) -> list[dict[str, Any]]:
+    """Everything issue 14 compares, in one run: jaxsr vs PyTorch (compare, with MFU), compile
+    time (scanned vs unrolled), tiled 4K x4 inference, pipeline crops/s, and the DRTL steps at
+    K = 8 (DRTL-P per task vs one backward pass, DRTL-M vmapped vs a Python loop over tasks)."""
+    models_ = tuple(m for m in cfg.models if m in ("edsr_baseline", "rcan", "nafnet_w32")) or (
+        "edsr_baseline", "rcan", "nafnet_w32")
+    rows = compare_section(dataclasses.replace(cfg, models=models_))
+    rows += compile_section(cfg)
+    rows += tiled_section(cfg)
+    rows += pipeline_section(cfg)
+    drtl_cfg = dataclasses.replace(cfg, models=("edsr",), scales=(2,), dtypes=("float32",),
+                                   batches=(2,), patches=(48,), tasks=SCALE_DRTL_TASKS,
+                                   variants=SCALE_DRTL_VARIANTS)
+    rows += drtl_section(drtl_cfg)
+    return rows
+
+
 SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
     "supervised": supervised_section,
     "drtl": drtl_section,
@@ -1155,13 +1219,28 @@ SECTIONS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
     "pcl": pcl_section,
     "crl": crl_section,
     "irconstyle": irconstyle_section,
+    "pipeline": pipeline_section,
+    "tiled": tiled_section,
+    "compile": compile_section,
+    "scale": scale_section,
 }
 
 # Table printer per section (format_table, the grid table, for the others).
 TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "compare": format_compare_table,
-    **{name: format_method_table for name in METHOD_SECTIONS},
+    **{name: format_method_table for name in (*METHOD_SECTIONS, "pipeline", "tiled", "compile")},
 }
+
+
+def format_tables(section: str, rows: list[dict[str, Any]]) -> str:
+    """One table per section the rows come from (the 'scale' section mixes several)."""
+    if section != "scale":
+        return TABLES.get(section, format_table)(rows)
+    parts = []
+    for name in dict.fromkeys(r.get("section", section) for r in rows):
+        part = [r for r in rows if r.get("section", section) == name]
+        parts.append(f"### {name}\n\n" + TABLES.get(name, format_table)(part))
+    return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -1277,7 +1356,7 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(str(e)) from None
     if cfg.section in METHOD_SECTIONS and _ISOLATE.value:
         raise app.UsageError(f"--isolate is for the grid sections, not --section={cfg.section}")
-    if cfg.section == "compare":   # PyTorch shares the GPU: no 75% preallocation by JAX
+    if cfg.section in ("compare", "scale"):   # PyTorch shares the GPU: no 75% preallocation
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     rows = run_isolated(cfg) if _ISOLATE.value else run(cfg)
     if jax.process_index() != 0:   # multi-process runs: process 0 reports
@@ -1289,7 +1368,7 @@ def main(argv: list[str]) -> None:
             print(line, flush=True)
             if out:
                 out.write(line + "\n")
-    print(TABLES.get(cfg.section, format_table)(rows), flush=True)
+    print(format_tables(cfg.section, rows), flush=True)
 
 
 if __name__ == "__main__":

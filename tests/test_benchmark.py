@@ -351,3 +351,28 @@ def test_compare_table_is_registered():
     cfg = _compare_settings(bench)
     assert [(p.model, p.scale) for p, _ in bench.isolation_units(cfg)] == [
         ("edsr_baseline", 2), ("nafnet_w32", 1)]
+
+
+def test_scale_section_runs_every_part_and_prints_one_table_each(monkeypatch):
+    """--section=scale runs compare, compile, tiled, pipeline and the K = 8 DRTL steps in one run
+    (the parts stubbed here; each has its own test or script) and prints a table per part."""
+    bench = _load()
+    calls = []
+
+    def part(name):
+        def run(cfg):
+            calls.append((name, cfg))
+            return [{"section": name, "model": "m", "value": 1.5, "status": "ok"}]
+        return run
+    for name in ("compare", "compile", "tiled", "pipeline", "drtl"):
+        monkeypatch.setattr(bench, f"{name}_section", part(name))
+    cfg = bench.Settings(section="scale", models=("edsr_baseline", "unet"))
+    rows = bench.scale_section(cfg)
+    assert [c[0] for c in calls] == ["compare", "compile", "tiled", "pipeline", "drtl"]
+    assert calls[0][1].models == ("edsr_baseline",)               # compare: the issue's networks
+    drtl_cfg = calls[-1][1]
+    assert len(drtl_cfg.tasks) == 8 and drtl_cfg.variants == bench.SCALE_DRTL_VARIANTS
+    assert {"scale", "pipeline", "tiled", "compile"} <= set(bench.SECTIONS)
+    # (compare and drtl rows need their real fields for their tables)
+    text = bench.format_tables("scale", [r for r in rows if r["section"] not in ("compare", "drtl")])
+    assert text.count("### ") == 3 and "### pipeline" in text and "| 1.5 |" in text
