@@ -3,7 +3,9 @@
 Runs, for every shot count and seed, with the same model, initialisation and step budget:
   identity (same-size pairs) / bicubic,  target-only (fine-tune from scratch for T+F steps),
   uniform pre-training + fine-tune,  DRTL-P + fine-tune,  uniform MAML + fine-tune,
-  DRTL-M + fine-tune  (T transfer steps + F fine-tune steps each; the MAML rows spend
+  DRTL-M + fine-tune,  and 'only_<task>_P' (pre-training on one auxiliary distortion +
+  fine-tune; `--methods=only_each_P` runs one per distortion: the oracle relations, whose rank
+  correlation with DRTL's weights the table reports)  (T transfer steps + F fine-tune steps each; the MAML rows spend
   meta.pretrain_fraction of T on pre-training first, 0.5 by default).
 Held-out pairs are the last --eval_count pairs of the folder for every run; the shots are drawn
 from the other pairs per seed. The reported numbers are the final fine-tune step's (no
@@ -54,14 +56,38 @@ METHODS = {  # name -> (pipeline, relation mode or None for the DRTL mode flag)
     "DRTL_P": ("pretrain", None), "uniform_M": ("meta", "uniform"), "DRTL_M": ("meta", None),
 }
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+# 'only_<task>_P': pre-training on that one auxiliary distortion, then fine-tuning (a hand-picked
+# prior, and the oracle relation of <task>: its held-out gain). '--methods=only_each_P' expands to
+# one such row per auxiliary distortion of the config.
+ONLY_PREFIX, ONLY_SUFFIX = "only_", "_P"
+
+
+def method_spec(method: str) -> tuple[str, str | None, tuple[str, ...] | None]:
+    """(pipeline, relation mode or None for the DRTL mode flag, tasks or None for the config's)."""
+    if method.startswith(ONLY_PREFIX) and method.endswith(ONLY_SUFFIX):
+        return "pretrain", "uniform", (method[len(ONLY_PREFIX):-len(ONLY_SUFFIX)],)
+    if method not in METHODS:
+        raise app.UsageError(f"unknown method {method!r}; use {sorted(METHODS)}, "
+                             f"{ONLY_PREFIX}<task>{ONLY_SUFFIX} or {ONLY_PREFIX}each{ONLY_SUFFIX}")
+    return (*METHODS[method], None)
+
+
+def expand_methods(methods: list[str], tasks: tuple[str, ...]) -> list[str]:
+    out = []
+    for m in methods:
+        out += ([f"{ONLY_PREFIX}{t}{ONLY_SUFFIX}" for t in tasks]
+                if m == f"{ONLY_PREFIX}each{ONLY_SUFFIX}" else [m])
+    return out
 
 
 def make_config(base, seed: int, shots: int, method: str):
     import ast
     c = base.copy_and_resolve_references()
     c.unlock()
-    pipeline, mode = METHODS[method]
+    pipeline, mode, tasks = method_spec(method)
     c.seed = seed
+    if tasks is not None:
+        c.drtl.tasks = tasks
     c.drtl.pipeline = pipeline
     c.relation.mode = mode or _MODE.value
     c.data.target_dir = _DATA.value
@@ -114,10 +140,11 @@ def main(argv):
         return
     done = {(r["seed"], r["shots"], r["method"]) for r in results}
     t_start = time.time()
+    methods = expand_methods(_METHODS.value, drtl.task_names(base))
     for seed in range(_SEEDS.value):
         drn = None
         for shots in map(int, _SHOTS.value):
-            for method in _METHODS.value:
+            for method in methods:
                 if (seed, shots, method) in done:
                     continue
                 config = make_config(base, seed, shots, method)
@@ -131,7 +158,7 @@ def main(argv):
                 evaluator = Evaluator(model, data_pipeline.eval_pairs(split.heldout), scale,
                                       config.eval)
                 params = init_params(model, jax.random.key(seed), config.data.hr_patch // scale)
-                pipeline, mode = METHODS[method]
+                pipeline, mode, _ = method_spec(method)
                 if pipeline != "none":
                     if mode is None:  # DRTL: weights from this target's few shots
                         if drn is None:
@@ -173,8 +200,9 @@ def main(argv):
 
 def method_order(method: str) -> tuple[int, str]:
     """Sort key of a table row: the METHODS order, labelled rows ('DRTL_M (cold start)') after
-    their unlabelled method."""
-    return list(METHODS).index(method.split(" ")[0]), method
+    their unlabelled method, single-distortion rows last."""
+    base = method.split(" ")[0]
+    return (list(METHODS).index(base) if base in METHODS else len(METHODS)), method
 
 
 def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None:
@@ -203,6 +231,7 @@ def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None
                 cells.append(f"{v.mean():.{digits}f} +- {v.std():.{digits}f}")
             lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {len(vals)} |")
     lines += paired_gains(results)
+    lines += oracle_correlation(results)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -241,6 +270,40 @@ def paired_gains(results: list[dict]) -> list[str]:
         g = np.array(gains)
         lines.append(f"| mean | | | | {g.mean():+.3f} +- {g.std():.3f} ({np.sum(g > 0)}/{len(g)} "
                      "positive) |")
+    return lines
+
+
+def oracle_correlation(results: list[dict]) -> list[str]:
+    """Markdown lines: per (seed, shots), the oracle relation of each auxiliary distortion (PSNR-Y
+    gain over the identity/bicubic of pre-training on it alone then fine-tuning, the
+    'only_<task>_P' rows) and its Spearman rank correlation with the weights of every DRTL row
+    (embedding or gradient relations) of the same seed and shots."""
+    from scipy.stats import spearmanr
+    lines = []
+    keys = sorted({(r["seed"], r["shots"]) for r in results
+                   if r["method"].startswith(ONLY_PREFIX)})
+    for seed, shots in keys:
+        only = {r["method"][len(ONLY_PREFIX):-len(ONLY_SUFFIX)]:
+                r["metrics"]["psnr_y"] - r["baseline"]["psnr_y"] for r in results
+                if (r["seed"], r["shots"]) == (seed, shots) and r["method"].startswith(ONLY_PREFIX)}
+        if len(only) < 3:
+            continue
+        tasks = sorted(only, key=lambda t: -only[t])
+        drtl_rows = [r for r in results if (r["seed"], r["shots"]) == (seed, shots)
+                     and r["method"].startswith("DRTL") and r.get("weights")
+                     and set(tasks) <= set(r["weights"])]
+        lines += ["", f"Oracle relations (seed {seed}, {shots} shots): PSNR-Y gain of pre-training "
+                  "on one distortion then fine-tuning, and DRTL's weights:", "",
+                  "| distortion | oracle gain dB | " + " | ".join(
+                      f"{r['method']} weight" for r in drtl_rows) + " |",
+                  "|---|---|" + "---|" * len(drtl_rows)]
+        for t in tasks:
+            lines.append(f"| {t} | {only[t]:+.3f} | " + " | ".join(
+                f"{r['weights'][t]:.3f}" for r in drtl_rows) + " |")
+        for r in drtl_rows:
+            rho, pval = spearmanr([only[t] for t in tasks], [r["weights"][t] for t in tasks])
+            lines.append(f"\nSpearman rank correlation, oracle vs {r['method']} weights: "
+                         f"{rho:+.2f} (p = {pval:.2f}, {len(tasks)} distortions)")
     return lines
 
 

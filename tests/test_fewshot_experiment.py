@@ -116,3 +116,37 @@ def test_pre_finetune_evaluates_each_transfer_checkpoint(run):
     for r in pre:
         assert r["after"] == after[r["method"]]
         assert np.isfinite(r["before"]["psnr_y"]) and 0 < r["before"]["ssim_y"] <= 1
+
+
+def _load_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fewshot_realsr_mod", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_single_distortion_rows_and_oracle_correlation():
+    """'only_<task>_P' rows pre-train on one distortion; the oracle table ranks the distortions
+    by their gain and reports the Spearman correlation with each DRTL row's weights (checked
+    against a hand computation: Spearman = Pearson of the ranks)."""
+    fs = _load_script()
+    assert fs.method_spec("only_rain_P") == ("pretrain", "uniform", ("rain",))
+    assert fs.method_spec("DRTL_P") == ("pretrain", None, None)
+    assert fs.expand_methods(["target_only", "only_each_P"], ("a", "b")) == [
+        "target_only", "only_a_P", "only_b_P"]
+    with pytest.raises(Exception, match="unknown method 'DRTL_X'"):
+        fs.method_spec("DRTL_X")
+    gains = {"blur": 0.40, "noise": -0.05, "jpeg": 0.10, "rain": -0.20}
+    weights = {"blur": 0.5, "noise": 0.1, "jpeg": 0.3, "rain": 0.2}   # ranks 4,1,3,2 (gains 4,2,3,1)
+    base = {"psnr_y": 29.0}
+    results = [{"seed": 0, "shots": 5, "method": f"only_{t}_P", "baseline": base,
+                "metrics": {"psnr_y": 29.0 + g}} for t, g in gains.items()]
+    results.append({"seed": 0, "shots": 5, "method": "DRTL_P", "baseline": base,
+                    "metrics": {"psnr_y": 29.3}, "weights": weights})
+    text = "\n".join(fs.oracle_correlation(results))
+    d = np.array([4, 2, 3, 1]) - np.array([4, 1, 3, 2])      # rank differences
+    rho = 1 - 6 * np.sum(d ** 2) / (4 * (4 ** 2 - 1))         # = 0.8
+    assert f"oracle vs DRTL_P weights: {rho:+.2f}" in text
+    assert text.index("| blur | +0.400") < text.index("| jpeg | +0.100") < text.index("| rain |")
+    assert fs.method_order("only_rain_P") > fs.method_order("DRTL_M")
