@@ -40,19 +40,17 @@ _SET = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, key=
 RECIPES: dict[str, list[str]] = {
     # configs/drtl.py as the few-shot tables ran target-only: Adam 2e-4 cosine, 48-px patches,
     # batch 8, EDSR 4x32 with a ReZero global residual (gain 0 at the start).
-    "current": [],
-    "lr1e-3": ["finetune.optim.lr=1e-3"],
-    "lr3e-3": ["finetune.optim.lr=3e-3"],
-    "lr1e-3_p96": ["finetune.optim.lr=1e-3", "data.hr_patch=96"],
-    "lr1e-3_p96_b16": ["finetune.optim.lr=1e-3", "data.hr_patch=96", "data.finetune_batch=16"],
-    "lr1e-3_p128": ["finetune.optim.lr=1e-3", "data.hr_patch=128"],
+    "current": ["model.residual_init=rezero"],
+    "lr1e-3": ["model.residual_init=rezero", "finetune.optim.lr=1e-3"],
+    "lr3e-3": ["model.residual_init=rezero", "finetune.optim.lr=3e-3"],
+    "lr1e-3_p96": ["model.residual_init=rezero", "finetune.optim.lr=1e-3", "data.hr_patch=96"],
     "zero_tail": ["model.residual_init=zero_tail"],
     "zero_tail_lr1e-3": ["model.residual_init=zero_tail", "finetune.optim.lr=1e-3"],
     "zero_tail_lr1e-3_p96": ["model.residual_init=zero_tail", "finetune.optim.lr=1e-3",
                              "data.hr_patch=96"],
-    "lr1e-3_p96_big": ["finetune.optim.lr=1e-3", "data.hr_patch=96",
-                       "model.kwargs.num_blocks=8", "model.kwargs.features=64"],
-    "lr2e-4_const": ["finetune.optim.schedule=constant"],
+    "zero_tail_lr1e-3_p96_big": ["model.residual_init=zero_tail", "finetune.optim.lr=1e-3",
+                                 "data.hr_patch=96", "model.kwargs.num_blocks=8",
+                                 "model.kwargs.features=64"],
 }
 
 
