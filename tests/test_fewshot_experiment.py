@@ -119,10 +119,26 @@ def test_pre_finetune_evaluates_each_transfer_checkpoint(run):
 
 
 def _load_script():
+    """The script as a module, for its pure functions. Its absl flags are defined on the global
+    FLAGS only while it loads: flags of the same names that other scripts' tests defined in this
+    process (e.g. 'data_dir') are set aside and put back, so neither side sees a duplicate."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("fewshot_realsr_mod", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import re
+    from absl import flags
+    names = set(re.findall(r'DEFINE_\w+\(\s*"(\w+)"', SCRIPT.read_text()))
+    saved = {n: flags.FLAGS[n] for n in names if n in flags.FLAGS}
+    for n in saved:
+        delattr(flags.FLAGS, n)
+    try:
+        spec = importlib.util.spec_from_file_location("fewshot_realsr_mod", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for n in names:
+            if n in flags.FLAGS:
+                delattr(flags.FLAGS, n)
+        for n, flag in saved.items():
+            flags.FLAGS[n] = flag
     return module
 
 
