@@ -65,6 +65,24 @@ class _MeanShift(nn.Module):
                              persistent=False)
 
 
+class _HeadBodyTail(_MeanShift):
+    """EDSR/RCAN layout: conv_first -> body -> conv_after_body (+ head skip) -> upsample ->
+    conv_last, the DIV2K mean subtracted before and added after."""
+
+    def __init__(self, scale: int, features: int, num_channels: int, body: nn.Module):
+        super().__init__()
+        self.conv_first = conv(num_channels, features, 3)
+        self.body = body
+        self.conv_after_body = conv(features, features, 3)
+        self.upsample = upsampler(features, scale)
+        self.conv_last = conv(features, num_channels, 3)
+
+    def forward(self, x):
+        x = self.conv_first(x - self.mean)
+        y = self.conv_after_body(self.body(x)) + x
+        return self.conv_last(self.upsample(y)) + self.mean
+
+
 # ----------------------------------------------------------------------------- EDSR
 
 class ResBlock(nn.Module):
@@ -81,20 +99,11 @@ class ResBlock(nn.Module):
         return x + (y * self.res_scale if self.res_scale != 1.0 else y)
 
 
-class EDSR(_MeanShift):
+class EDSR(_HeadBodyTail):
     def __init__(self, scale: int = 2, features: int = 64, num_blocks: int = 16,
                  res_scale: float = 1.0, num_channels: int = 3):
-        super().__init__()
-        self.conv_first = conv(num_channels, features, 3)
-        self.body = nn.Sequential(*[ResBlock(features, res_scale) for _ in range(num_blocks)])
-        self.conv_after_body = conv(features, features, 3)
-        self.upsample = upsampler(features, scale)
-        self.conv_last = conv(features, num_channels, 3)
-
-    def forward(self, x):
-        x = self.conv_first(x - self.mean)
-        y = self.conv_after_body(self.body(x)) + x
-        return self.conv_last(self.upsample(y)) + self.mean
+        super().__init__(scale, features, num_channels, nn.Sequential(
+            *[ResBlock(features, res_scale) for _ in range(num_blocks)]))
 
 
 # ----------------------------------------------------------------------------- RCAN
@@ -132,21 +141,11 @@ class ResidualGroup(nn.Module):
         return x + self.conv(self.residual_group(x))
 
 
-class RCAN(_MeanShift):
+class RCAN(_HeadBodyTail):
     def __init__(self, scale: int = 2, features: int = 64, num_groups: int = 10,
                  num_blocks: int = 20, reduction: int = 16, num_channels: int = 3):
-        super().__init__()
-        self.conv_first = conv(num_channels, features, 3)
-        self.body = nn.Sequential(*[ResidualGroup(features, num_blocks, reduction)
-                                    for _ in range(num_groups)])
-        self.conv_after_body = conv(features, features, 3)
-        self.upsample = upsampler(features, scale)
-        self.conv_last = conv(features, num_channels, 3)
-
-    def forward(self, x):
-        x = self.conv_first(x - self.mean)
-        y = self.conv_after_body(self.body(x)) + x
-        return self.conv_last(self.upsample(y)) + self.mean
+        super().__init__(scale, features, num_channels, nn.Sequential(
+            *[ResidualGroup(features, num_blocks, reduction) for _ in range(num_groups)]))
 
 
 # ----------------------------------------------------------------------------- NAFNet

@@ -236,9 +236,11 @@ def test_bicubic_set14_reproduces_published_table(shared_data):
 
 # --- device evaluation metrics (jaxsr.train.evaluate) against the float64 tables -------------
 
-def _check_device_metrics_against_float64(shape, crop):
+def _device_and_float64_metrics(shape, crop):
+    """[(name, device float32 value, float64 table value)] for two SR-like error levels."""
     import jax.numpy as jnp
     from jaxsr.train.evaluate import METRIC_NAMES, _device_image_metrics, image_metrics
+    rows = []
     for noise in (2.0, 6.0):  # ~42 dB and ~32 dB: SR-like error levels
         out, hr = _pair(seed=3, shape=shape, noise=noise)
         pad = np.zeros((shape[0] + 7, shape[1] + 5, 3), np.uint8)  # the device path's bucket
@@ -246,18 +248,27 @@ def _check_device_metrics_against_float64(shape, crop):
         dev = np.asarray(_device_image_metrics(jnp.asarray(pad), jnp.asarray(hr), shape[:2],
                                                crop))
         ref = image_metrics(out, hr, crop)
-        for name, value in zip(METRIC_NAMES, dev):
-            tol = 1e-3 if name.startswith("psnr") else 1e-4
-            assert abs(value - ref[name]) < tol, (name, value, ref[name])
+        rows += [(name, float(v), ref[name]) for name, v in zip(METRIC_NAMES, dev)]
+    return rows
+
+
+def _tolerance(name):
+    return 1e-3 if name.startswith("psnr") else 1e-4   # dB / SSIM units
 
 
 def test_device_eval_metrics_match_float64_on_large_images():
-    _check_device_metrics_against_float64((678, 1020, 3), crop=4)
+    rows = _device_and_float64_metrics((678, 1020, 3), crop=4)
+    assert len(rows) == 8
+    for name, dev, ref in rows:
+        assert abs(dev - ref) < _tolerance(name), (name, dev, ref)
 
 
 @pytest.mark.slow
 def test_device_eval_metrics_match_float64_on_div2k_size_images():
-    _check_device_metrics_against_float64((1356, 2040, 3), crop=4)
+    rows = _device_and_float64_metrics((1356, 2040, 3), crop=4)
+    assert len(rows) == 8
+    for name, dev, ref in rows:
+        assert abs(dev - ref) < _tolerance(name), (name, dev, ref)
 
 
 def test_evaluate_pairs_device_metrics_same_keys_and_values():
