@@ -37,6 +37,10 @@ _OUT = flags.DEFINE_string("out_dir", "runs/fewshot", "Output folder.")
 _CONFIG = flags.DEFINE_string("config", "configs/drtl.py", "Base DRTL config file.")
 _VARIANT = flags.DEFINE_string("variant", "", "Config variant string (e.g. 'x4').")
 _EVAL = flags.DEFINE_integer("eval_count", 10, "Held-out pairs (the last N by name).")
+_EXCLUDE = flags.DEFINE_integer(
+    "exclude_last", 0, "Set aside the last N pairs by name (the evaluation pairs) before the split, "
+    "never reading them: the held-out pairs are then validation pairs (the last --eval_count of "
+    "the rest), e.g. to choose a recipe or the single best auxiliary family.")
 _T = flags.DEFINE_integer("transfer_steps", 300, "Transfer (pre-training / meta) steps.")
 _F = flags.DEFINE_integer("finetune_steps", 200, "Fine-tune steps.")
 _MODE = flags.DEFINE_enum("relation_mode", "embedding", ["embedding", "gradient"],
@@ -54,6 +58,9 @@ _OVERRIDES = flags.DEFINE_multi_string("set", [], "Config overrides key=value (e
 METHODS = {  # name -> (pipeline, relation mode or None for the DRTL mode flag)
     "target_only": ("none", "uniform"), "uniform_P": ("pretrain", "uniform"),
     "DRTL_P": ("pretrain", None), "uniform_M": ("meta", "uniform"), "DRTL_M": ("meta", None),
+    # the other relation mode in the same table, whatever --relation_mode says
+    "DRTL_P_embedding": ("pretrain", "embedding"), "DRTL_P_gradient": ("pretrain", "gradient"),
+    "DRTL_M_embedding": ("meta", "embedding"), "DRTL_M_gradient": ("meta", "gradient"),
 }
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 # 'only_<task>_P': pre-training on that one auxiliary distortion, then fine-tuning (a hand-picked
@@ -80,7 +87,24 @@ def expand_methods(methods: list[str], tasks: tuple[str, ...]) -> list[str]:
     return out
 
 
-def make_config(base, seed: int, shots: int, method: str):
+def pairs_folder(out: pathlib.Path, lr_subdir: str, hr_subdir: str) -> str:
+    """--data_dir, or with --exclude_last N, OUT/pairs: links to every pair but the last N."""
+    src = pathlib.Path(_DATA.value).expanduser().resolve()
+    if not _EXCLUDE.value:
+        return str(src)
+    names = sorted(p.name for p in (src / hr_subdir).iterdir())
+    stems = {pathlib.Path(n).stem for n in names[:len(names) - _EXCLUDE.value]}
+    dst = out / "pairs"
+    for sub in (lr_subdir, hr_subdir):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for path in (src / sub).iterdir():
+            link = dst / sub / path.name
+            if path.stem in stems and not link.exists():
+                link.symlink_to(path)
+    return str(dst)
+
+
+def make_config(base, seed: int, shots: int, method: str, data_dir: str):
     import ast
     c = base.copy_and_resolve_references()
     c.unlock()
@@ -90,7 +114,7 @@ def make_config(base, seed: int, shots: int, method: str):
         c.drtl.tasks = tasks
     c.drtl.pipeline = pipeline
     c.relation.mode = mode or _MODE.value
-    c.data.target_dir = _DATA.value
+    c.data.target_dir = data_dir
     c.data.shots = shots
     c.data.shot_seed = 1000 + seed
     c.data.eval_count = _EVAL.value
@@ -126,6 +150,8 @@ def main(argv):
     (out / "figures").mkdir(parents=True, exist_ok=True)
     from jaxsr.config_util import load_config_file
     base = load_config_file(_CONFIG.value, _VARIANT.value)
+    probe = make_config(base, 0, 1, "target_only", _DATA.value)  # --set applied
+    subdirs = (probe.data.lr_subdir, probe.data.hr_subdir)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     if _TABLES_ONLY.value:
@@ -136,8 +162,9 @@ def main(argv):
                 merged.append({**r, "run_root": folder,
                                "method": f"{r['method']} ({label})" if label else r["method"]})
         write_table(out, merged, same_size=int(base.model.scale) == 1)
-        write_crops(out, merged)
+        write_crops(out, merged, *subdirs)
         return
+    data_dir = pairs_folder(out, *subdirs)
     done = {(r["seed"], r["shots"], r["method"]) for r in results}
     t_start = time.time()
     methods = expand_methods(_METHODS.value, drtl.task_names(base))
@@ -147,7 +174,7 @@ def main(argv):
             for method in methods:
                 if (seed, shots, method) in done:
                     continue
-                config = make_config(base, seed, shots, method)
+                config = make_config(base, seed, shots, method, data_dir)
                 names = drtl.task_names(config)
                 scale = int(config.model.scale)
                 split = drtl_data.split_target(config.data, scale)
@@ -160,7 +187,7 @@ def main(argv):
                 params = init_params(model, jax.random.key(seed), config.data.hr_patch // scale)
                 pipeline, mode, _ = method_spec(method)
                 if pipeline != "none":
-                    if mode is None:  # DRTL: weights from this target's few shots
+                    if method.startswith("DRTL"):  # weights from this target's few shots
                         if drn is None:
                             drn = drtl.train_relation_net(config, names)
                         weights = drtl.relation_weights_for_target(config, run_dir, split, names,
@@ -180,6 +207,7 @@ def main(argv):
                 np.save(run_dir / "sample_output.npy", outs[0])
                 run.writer.close()
                 row = {"seed": seed, "shots": shots, "method": method, "metrics": mean,
+                       "relation_mode": config.relation.mode,
                        "baseline": baseline, "shot_names": split.shot_names,
                        "heldout": split.heldout_names, "per_image": per_image,
                        "weights": None if weights is None else
@@ -195,7 +223,7 @@ def main(argv):
                     shutil.copy(run_dir / drtl.GRAPH_PNG,
                                 out / "figures" / f"graph_{method}_shots{shots}_seed{seed}.png")
     write_table(out, results, same_size=int(base.model.scale) == 1)
-    write_crops(out, results)
+    write_crops(out, results, *subdirs)
 
 
 def method_order(method: str) -> tuple[int, str]:
@@ -207,29 +235,35 @@ def method_order(method: str) -> tuple[int, str]:
 
 def write_table(out: pathlib.Path, results: list[dict], same_size: bool) -> None:
     import numpy as np
-    lines = [f"Data: `{_DATA.value}`; held-out pairs: {_EVAL.value} (the last by name); seeds: "
+    held = (f"validation pairs: the last {_EVAL.value} by name after setting aside the last "
+            f"{_EXCLUDE.value} (never read)" if _EXCLUDE.value else
+            f"held-out pairs: {_EVAL.value} (the last by name)")
+    lines = [f"Data: `{_DATA.value}`; {held}; seeds: "
              f"{_SEEDS.value}; transfer {_T.value} + fine-tune {_F.value} steps "
-             f"(target-only: {_T.value + _F.value} fine-tune steps). Mean +- std over seeds.", ""]
-    header = "| shots | method | PSNR-Y | SSIM-Y | PSNR-RGB | SSIM-RGB | seeds |"
-    lines += [header, "|---|---|---|---|---|---|---|"]
+             f"(target-only: {_T.value + _F.value} fine-tune steps). Mean +- std over seeds; "
+             "'vs id.' = PSNR-Y gain over the "
+             f"{'identity' if same_size else 'bicubic'} output.", ""]
+    header = "| shots | method | PSNR-Y | vs id. | SSIM-Y | PSNR-RGB | SSIM-RGB | seeds |"
+    lines += [header, "|---|---|---|---|---|---|---|---|"]
     shots_list = sorted({r["shots"] for r in results})
     for shots in shots_list:
         rows = [r for r in results if r["shots"] == shots]
         base = rows[0]["baseline"]
         name = "identity" if same_size else "bicubic"
-        lines.append(f"| {shots} | {name} | {base['psnr_y']:.3f} | {base['ssim_y']:.4f} | "
+        lines.append(f"| {shots} | {name} | {base['psnr_y']:.3f} | - | {base['ssim_y']:.4f} | "
                      f"{base['psnr_rgb']:.3f} | {base['ssim_rgb']:.4f} | - |")
         methods = sorted({r["method"] for r in rows}, key=method_order)
         for method in methods:
-            vals = [r["metrics"] for r in rows if r["method"] == method]
-            if not vals:
-                continue
+            runs = [r for r in rows if r["method"] == method]
             cells = []
             for m in METRICS:
-                v = np.array([x[m] for x in vals])
+                v = np.array([r["metrics"][m] for r in runs])
                 digits = 3 if m.startswith("psnr") else 4
                 cells.append(f"{v.mean():.{digits}f} +- {v.std():.{digits}f}")
-            lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {len(vals)} |")
+                if m == "psnr_y":
+                    g = v - np.array([r["baseline"]["psnr_y"] for r in runs])
+                    cells.append(f"{g.mean():+.3f}")
+            lines.append(f"| {shots} | {method} | " + " | ".join(cells) + f" | {len(runs)} |")
     lines += paired_gains(results)
     lines += oracle_correlation(results)
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -242,72 +276,114 @@ def uniform_counterpart(method: str, methods) -> str | None:
     base, _, label = method.partition(" ")
     if not base.startswith("DRTL_"):
         return None
-    uniform = "uniform_" + base[len("DRTL_"):]
+    uniform = "uniform_" + base.split("_")[1]   # DRTL_P_gradient -> uniform_P
     labelled = f"{uniform} {label}" if label else uniform
     return next((m for m in (labelled, uniform) if m in methods), None)
 
 
+def baselines_of(method: str, methods, by_key) -> list[str]:
+    """Rows a relation-guided row is compared with, paired: its uniform counterpart, target-only,
+    every single-distortion row, and the strongest non-DRTL row (highest mean PSNR-Y)."""
+    import numpy as np
+    if not method.startswith("DRTL"):
+        return []
+    others = [m for m in methods if not m.startswith("DRTL")]
+    out = [m for m in [uniform_counterpart(method, methods), "target_only",
+                       *[m for m in others if m.startswith(ONLY_PREFIX)]] if m in others]
+    if others:
+        strongest = max(others, key=lambda m: np.mean(
+            [v for (_, _, mm), v in by_key.items() if mm == m]))
+        if strongest not in out:
+            out.append(strongest)
+    return out
+
+
 def paired_gains(results: list[dict]) -> list[str]:
-    """Markdown lines: PSNR-Y of each relation-guided row minus its uniform counterpart, paired by
-    (seed, shots) (same shots, initialisation and data order), and the mean gain per pipeline."""
+    """Markdown lines: PSNR-Y of each relation-guided row minus each of its baselines
+    (`baselines_of`), paired by (seed, shots) (same shots, initialisation and data order)."""
     import numpy as np
     by_key = {(r["seed"], r["shots"], r["method"]): r["metrics"]["psnr_y"] for r in results}
     methods = sorted({m for _, _, m in by_key}, key=method_order)
+    means = {m: np.mean([v for (_, _, mm), v in by_key.items() if mm == m]) for m in methods}
+    strongest = max((m for m in methods if not m.startswith("DRTL")), key=means.get,
+                    default=None)
     lines = []
     for ours in methods:
-        theirs = uniform_counterpart(ours, methods)
-        pairs = sorted((seed, shots) for seed, shots, m in by_key if m == ours
-                       and (seed, shots, theirs) in by_key)
-        if theirs is None or not pairs:
-            continue
-        lines += ["", f"{ours} vs {theirs}, PSNR-Y paired by seed and shots:", "",
-                  f"| seed | shots | {theirs} | {ours} | gain |", "|---|---|---|---|---|"]
-        gains = []
-        for seed, shots in pairs:
-            a, b = by_key[(seed, shots, theirs)], by_key[(seed, shots, ours)]
-            gains.append(b - a)
-            lines.append(f"| {seed} | {shots} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-        g = np.array(gains)
-        lines.append(f"| mean | | | | {g.mean():+.3f} +- {g.std():.3f} ({np.sum(g > 0)}/{len(g)} "
-                     "positive) |")
+        for theirs in baselines_of(ours, methods, by_key):
+            pairs = sorted((seed, shots) for seed, shots, m in by_key if m == ours
+                           and (seed, shots, theirs) in by_key)
+            if not pairs:
+                continue
+            tag = " (the strongest baseline)" if theirs == strongest else ""
+            lines += ["", f"{ours} vs {theirs}{tag}, PSNR-Y paired by seed and shots:", "",
+                      f"| seed | shots | {theirs} | {ours} | gain |", "|---|---|---|---|---|"]
+            gains = []
+            for seed, shots in pairs:
+                a, b = by_key[(seed, shots, theirs)], by_key[(seed, shots, ours)]
+                gains.append(b - a)
+                lines.append(f"| {seed} | {shots} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+            g = np.array(gains)
+            lines.append(f"| mean | | | | {g.mean():+.3f} +- {g.std():.3f} "
+                         f"({np.sum(g > 0)}/{len(g)} positive) |")
     return lines
+
+
+def relation_of(row: dict) -> dict | None:
+    """A DRTL row's relation weights per distortion: the weights at the end of the transfer
+    (gradient mode refreshes them; embedding mode keeps its initial ones)."""
+    return row.get("final_weights") or row.get("weights")
 
 
 def oracle_correlation(results: list[dict]) -> list[str]:
-    """Markdown lines: per (seed, shots), the oracle relation of each auxiliary distortion (PSNR-Y
+    """Markdown lines: per shot count, the oracle relation of each auxiliary distortion (PSNR-Y
     gain over the identity/bicubic of pre-training on it alone then fine-tuning, the
-    'only_<task>_P' rows) and its Spearman rank correlation with the weights of every DRTL row
-    (embedding or gradient relations) of the same seed and shots."""
+    'only_<task>_P' rows; mean over seeds) and the Spearman rank correlation with the weights of
+    every DRTL row (embedding or gradient relations), per seed and for the seed-mean weights."""
+    import numpy as np
     from scipy.stats import spearmanr
     lines = []
-    keys = sorted({(r["seed"], r["shots"]) for r in results
-                   if r["method"].startswith(ONLY_PREFIX)})
-    for seed, shots in keys:
-        only = {r["method"][len(ONLY_PREFIX):-len(ONLY_SUFFIX)]:
-                r["metrics"]["psnr_y"] - r["baseline"]["psnr_y"] for r in results
-                if (r["seed"], r["shots"]) == (seed, shots) and r["method"].startswith(ONLY_PREFIX)}
-        if len(only) < 3:
+    for shots in sorted({r["shots"] for r in results if r["method"].startswith(ONLY_PREFIX)}):
+        rows = [r for r in results if r["shots"] == shots]
+        gains: dict[str, list[float]] = {}
+        for r in rows:
+            if r["method"].startswith(ONLY_PREFIX):
+                task = r["method"][len(ONLY_PREFIX):-len(ONLY_SUFFIX)]
+                gains.setdefault(task, []).append(r["metrics"]["psnr_y"] - r["baseline"]["psnr_y"])
+        if len(gains) < 3:
             continue
-        tasks = sorted(only, key=lambda t: -only[t])
-        drtl_rows = [r for r in results if (r["seed"], r["shots"]) == (seed, shots)
-                     and r["method"].startswith("DRTL") and r.get("weights")
-                     and set(tasks) <= set(r["weights"])]
-        lines += ["", f"Oracle relations (seed {seed}, {shots} shots): PSNR-Y gain of pre-training "
-                  "on one distortion then fine-tuning, and DRTL's weights:", "",
-                  "| distortion | oracle gain dB | " + " | ".join(
-                      f"{r['method']} weight" for r in drtl_rows) + " |",
-                  "|---|---|" + "---|" * len(drtl_rows)]
+        oracle = {t: float(np.mean(v)) for t, v in gains.items()}
+        tasks = sorted(oracle, key=lambda t: -oracle[t])
+        drtl = [r for r in rows if r["method"].startswith("DRTL") and relation_of(r)
+                and set(tasks) <= set(relation_of(r))]
+        labels = sorted({r["method"] for r in drtl})
+        mean_w = {m: {t: float(np.mean([relation_of(r)[t] for r in drtl if r["method"] == m]))
+                      for t in tasks} for m in labels}
+        seeds = sorted({r["seed"] for r in rows if r["method"].startswith(ONLY_PREFIX)})
+        lines += ["", f"Oracle relations ({shots} shots, seeds {seeds}): PSNR-Y gain over the "
+                  "identity of pre-training on one distortion then fine-tuning (mean over seeds), "
+                  "and DRTL's weights at the end of the transfer (mean over seeds):", "",
+                  "| distortion | oracle gain dB | " + " | ".join(f"{m} weight" for m in labels)
+                  + " |", "|---|---|" + "---|" * len(labels)]
         for t in tasks:
-            lines.append(f"| {t} | {only[t]:+.3f} | " + " | ".join(
-                f"{r['weights'][t]:.3f}" for r in drtl_rows) + " |")
-        for r in drtl_rows:
-            rho, pval = spearmanr([only[t] for t in tasks], [r["weights"][t] for t in tasks])
-            lines.append(f"\nSpearman rank correlation, oracle vs {r['method']} weights: "
-                         f"{rho:+.2f} (p = {pval:.2f}, {len(tasks)} distortions)")
+            lines.append(f"| {t} | {oracle[t]:+.3f} +- {np.std(gains[t]):.3f} | " + " | ".join(
+                f"{mean_w[m][t]:.3f}" for m in labels) + " |")
+        lines.append("")
+        for m in labels:
+            rho, pval = spearmanr([oracle[t] for t in tasks], [mean_w[m][t] for t in tasks])
+            per_seed = []
+            for r in (r for r in drtl if r["method"] == m):
+                rs, _ = spearmanr([oracle[t] for t in tasks], [relation_of(r)[t] for t in tasks])
+                per_seed.append(f"seed {r['seed']} {rs:+.2f}")
+            mode = next((r.get("relation_mode") for r in drtl if r["method"] == m), None)
+            lines.append(f"- Spearman rank correlation, oracle vs {m} weights"
+                         f"{f' ({mode} relations)' if mode else ''}: {rho:+.2f} "
+                         f"(p = {pval:.2f}, {len(tasks)} distortions; "
+                         + ", ".join(per_seed) + ")")
     return lines
 
 
-def write_crops(out: pathlib.Path, results: list[dict]) -> None:
+def write_crops(out: pathlib.Path, results: list[dict], lr_subdir: str = "lr",
+                hr_subdir: str = "hr") -> None:
     """A labelled figure of one held-out crop: LR, each method (seed 0), HR, per shot count.
 
     Rows merged from other folders carry `run_root` (where their seed0/ outputs are)."""
@@ -321,8 +397,8 @@ def write_crops(out: pathlib.Path, results: list[dict]) -> None:
         if not rows:
             continue
         name = rows[0]["heldout"][0]
-        lr = read_image(next((pathlib.Path(_DATA.value) / "lr").glob(f"{name}.*")))
-        hr = read_image(next((pathlib.Path(_DATA.value) / "hr").glob(f"{name}.*")))
+        lr = read_image(next((pathlib.Path(_DATA.value) / lr_subdir).glob(f"{name}.*")))
+        hr = read_image(next((pathlib.Path(_DATA.value) / hr_subdir).glob(f"{name}.*")))
         panels = [("LR", lr)]
         for r in rows:
             root = pathlib.Path(r.get("run_root", out))

@@ -166,3 +166,46 @@ def test_single_distortion_rows_and_oracle_correlation():
     assert f"oracle vs DRTL_P weights: {rho:+.2f}" in text
     assert text.index("| blur | +0.400") < text.index("| jpeg | +0.100") < text.index("| rain |")
     assert fs.method_order("only_rain_P") > fs.method_order("DRTL_M")
+
+
+def test_paired_gains_against_every_baseline_and_strongest():
+    """Each DRTL row is paired with its uniform counterpart, target-only, single-distortion rows
+    and the strongest non-DRTL row (highest mean PSNR-Y); gains are hand-computed differences."""
+    fs = _load_script()
+    psnr = {("target_only", 0): 29.5, ("target_only", 1): 29.7, ("uniform_P", 0): 29.4,
+            ("uniform_P", 1): 29.5, ("only_blur_P", 0): 29.8, ("only_blur_P", 1): 29.6,
+            ("DRTL_P_gradient", 0): 29.9, ("DRTL_P_gradient", 1): 29.65}
+    results = [{"seed": s, "shots": 5, "method": m, "metrics": {"psnr_y": v}}
+               for (m, s), v in psnr.items()]
+    text = "\n".join(fs.paired_gains(results))
+    assert "DRTL_P_gradient vs uniform_P, PSNR-Y" in text
+    assert "DRTL_P_gradient vs target_only, PSNR-Y" in text
+    # only_blur_P has the highest mean (29.70 vs 29.60 and 29.45)
+    assert "DRTL_P_gradient vs only_blur_P (the strongest baseline)" in text
+    assert "| 0 | 5 | 29.800 | 29.900 | +0.100 |" in text
+    assert "| 1 | 5 | 29.600 | 29.650 | +0.050 |" in text
+    assert "| mean | | | | +0.075 +- 0.025 (2/2 positive) |" in text
+    assert fs.method_spec("DRTL_P_gradient") == ("pretrain", "gradient", None)
+
+
+def test_oracle_uses_weights_at_the_end_of_the_transfer():
+    """Gradient-mode rows start uniform (a constant: no rank correlation); the oracle table uses
+    the weights the transfer ended with, averaged over seeds."""
+    fs = _load_script()
+    gains = {"blur": 0.4, "noise": 0.1, "rain": -0.2}
+    base = {"psnr_y": 29.0}
+    results = [{"seed": s, "shots": 5, "method": f"only_{t}_P", "baseline": base,
+                "metrics": {"psnr_y": 29.0 + g + 0.01 * s}} for t, g in gains.items()
+               for s in (0, 1)]
+    uniform = {t: 1 / 3 for t in gains}
+    for s, final in ((0, {"blur": 0.5, "noise": 0.3, "rain": 0.2}),
+                     (1, {"blur": 0.3, "noise": 0.5, "rain": 0.2})):
+        results.append({"seed": s, "shots": 5, "method": "DRTL_P_gradient", "baseline": base,
+                        "metrics": {"psnr_y": 29.3}, "relation_mode": "gradient",
+                        "weights": uniform, "final_weights": final})
+    text = "\n".join(fs.oracle_correlation(results))
+    assert "| blur | +0.405 +- 0.005 | 0.400 |" in text      # seed-mean gain and weight
+    assert "| noise | +0.105 +- 0.005 | 0.400 |" in text
+    # mean weights (0.4, 0.4, 0.2) vs gains ranked (3, 2, 1): ties ranked 2.5 -> rho = 0.87
+    assert "oracle vs DRTL_P_gradient weights (gradient relations): +0.87" in text
+    assert "seed 0 +1.00, seed 1 +0.50" in text
