@@ -27,6 +27,10 @@ from absl import app, flags
 
 _ORACLE = flags.DEFINE_string("oracle", None, "results.json with only_<task>_P rows.",
                               required=True)
+_STAGE = flags.DEFINE_enum("oracle_stage", "after", ["after", "before"], "Oracle gain after "
+                           "fine-tuning (the definition), or of the transferred model before "
+                           "fine-tuning (zero-shot transfer; needs pre_finetune.json beside "
+                           "--oracle, from fewshot_pre_finetune.py).")
 _DATA = flags.DEFINE_string("data_dir", "", "Target pairs (lr/, hr/); '' = the config's shipped "
                             "sample (data.target_sample).")
 _EXCLUDE = flags.DEFINE_integer("exclude_last", 0, "Set aside the last N pairs (as in "
@@ -44,11 +48,18 @@ _OVERRIDES = flags.DEFINE_multi_string("set", [], "Overrides for every variant, 
 _OUT = flags.DEFINE_string("out_dir", "runs/relation_quality", "Output folder.")
 
 
-def oracle_gains(path: pathlib.Path) -> dict[str, float]:
-    """Mean PSNR-Y gain over the identity of each 'only_<task>_P' row of a results.json."""
+def oracle_gains(path: pathlib.Path, stage: str = "after") -> dict[str, float]:
+    """Mean PSNR-Y gain over the identity of each 'only_<task>_P' row of a results.json, after
+    fine-tuning, or before it (the transferred model, from pre_finetune.json beside it)."""
     import numpy as np
+    rows = json.loads(path.read_text())
+    if stage == "before":
+        before = {(r["seed"], r["shots"], r["method"]): r["before"]["psnr_y"] for r in
+                  json.loads((path.parent / "pre_finetune.json").read_text())}
+        rows = [{**r, "metrics": {"psnr_y": before[(r["seed"], r["shots"], r["method"])]}}
+                for r in rows if (r["seed"], r["shots"], r["method"]) in before]
     gains: dict[str, list[float]] = {}
-    for r in json.loads(path.read_text()):
+    for r in rows:
         m = r["method"]
         if m.startswith("only_") and m.endswith("_P"):
             gains.setdefault(m[5:-2], []).append(r["metrics"]["psnr_y"] - r["baseline"]["psnr_y"])
@@ -104,7 +115,7 @@ def main(argv):
 
     out = pathlib.Path(_OUT.value)
     out.mkdir(parents=True, exist_ok=True)
-    oracle = oracle_gains(pathlib.Path(_ORACLE.value))
+    oracle = oracle_gains(pathlib.Path(_ORACLE.value), _STAGE.value)
     data_dir = target_folder(out)
     rows = []
     for spec in _VARIANTS.value:
@@ -145,7 +156,8 @@ def main(argv):
 def write_table(out: pathlib.Path, rows: list[dict], oracle: dict[str, float]) -> None:
     import numpy as np
     tasks = sorted(oracle, key=lambda t: -oracle[t])
-    lines = [f"Oracle: `{_ORACLE.value}` (PSNR-Y gain of only_<task>_P, dB): " + ", ".join(
+    lines = [f"Oracle: `{_ORACLE.value}` ({_STAGE.value} fine-tuning; PSNR-Y gain of "
+             "only_<task>_P, dB): " + ", ".join(
         f"{t} {oracle[t]:+.3f}" for t in tasks), "",
              f"Target: `{_DATA.value or 'the shipped sample'}`, {_SHOTS.value} shots, shot draws "
              f"{_SHOT_SEEDS.value}, DRN seeds {_DRN_SEEDS.value}.", "",

@@ -118,19 +118,19 @@ def test_pre_finetune_evaluates_each_transfer_checkpoint(run):
         assert np.isfinite(r["before"]["psnr_y"]) and 0 < r["before"]["ssim_y"] <= 1
 
 
-def _load_script():
+def _load_script(script: pathlib.Path = SCRIPT):
     """The script as a module, for its pure functions. Its absl flags are defined on the global
     FLAGS only while it loads: flags of the same names that other scripts' tests defined in this
     process (e.g. 'data_dir') are set aside and put back, so neither side sees a duplicate."""
     import importlib.util
     import re
     from absl import flags
-    names = set(re.findall(r'DEFINE_\w+\(\s*"(\w+)"', SCRIPT.read_text()))
+    names = set(re.findall(r'DEFINE_\w+\(\s*"(\w+)"', script.read_text()))
     saved = {n: flags.FLAGS[n] for n in names if n in flags.FLAGS}
     for n in saved:
         delattr(flags.FLAGS, n)
     try:
-        spec = importlib.util.spec_from_file_location("fewshot_realsr_mod", SCRIPT)
+        spec = importlib.util.spec_from_file_location(f"{script.stem}_mod", script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -209,3 +209,25 @@ def test_oracle_uses_weights_at_the_end_of_the_transfer():
     # mean weights (0.4, 0.4, 0.2) vs gains ranked (3, 2, 1): ties ranked 2.5 -> rho = 0.87
     assert "oracle vs DRTL_P_gradient weights (gradient relations): +0.87" in text
     assert "seed 0 +1.00, seed 1 +0.50" in text
+
+
+def test_relation_quality_oracle_after_and_before_fine_tuning(tmp_path):
+    """relation_quality.py's oracle: the seed-mean PSNR-Y gain of each only_<task>_P row over
+    the identity, after fine-tuning (results.json) or before it (pre_finetune.json)."""
+    rq = _load_script(REPO / "experiments" / "relation_quality.py")
+    rows, pre = [], []
+    for seed, (a, b) in enumerate([(0.3, 0.1), (0.5, 0.3)]):
+        for task, after, before in (("blur", 29.0 + a, 28.5 + b), ("rain", 29.1, 28.4),
+                                    ("noise", 29.2, 28.0)):
+            rows.append({"seed": seed, "shots": 5, "method": f"only_{task}_P",
+                         "metrics": {"psnr_y": after}, "baseline": {"psnr_y": 28.5}})
+            pre.append({"seed": seed, "shots": 5, "method": f"only_{task}_P",
+                        "before": {"psnr_y": before}})
+    rows.append({"seed": 0, "shots": 5, "method": "DRTL_P", "metrics": {"psnr_y": 30.0},
+                 "baseline": {"psnr_y": 28.5}})
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    (tmp_path / "pre_finetune.json").write_text(json.dumps(pre))
+    after = rq.oracle_gains(tmp_path / "results.json")
+    before = rq.oracle_gains(tmp_path / "results.json", "before")
+    assert after == pytest.approx({"blur": 0.9, "rain": 0.6, "noise": 0.7})
+    assert before == pytest.approx({"blur": 0.2, "rain": -0.1, "noise": -0.5})
