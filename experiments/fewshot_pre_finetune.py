@@ -29,7 +29,7 @@ def transfer_dir(out: pathlib.Path, row: dict) -> pathlib.Path | None:
     method = row["method"]
     if method == "target_only":
         return None
-    if method.startswith("uniform"):
+    if method.startswith(("uniform", "only_")):  # target-independent: one per seed
         return out / f"seed{row['seed']}" / f"shared_{method}" / "transfer"
     return out / f"seed{row['seed']}" / f"shots{row['shots']}" / method / "transfer"
 

@@ -231,3 +231,17 @@ def test_relation_quality_oracle_after_and_before_fine_tuning(tmp_path):
     before = rq.oracle_gains(tmp_path / "results.json", "before")
     assert after == pytest.approx({"blur": 0.9, "rain": 0.6, "noise": 0.7})
     assert before == pytest.approx({"blur": 0.2, "rain": -0.1, "noise": -0.5})
+
+
+def test_pre_finetune_finds_single_distortion_transfers_where_they_are_saved():
+    """Single-distortion rows do not depend on the target: fewshot_realsr.py trains them once per
+    seed under seedS/shared_<method>/ (as uniform rows), where fewshot_pre_finetune looks."""
+    pre = _load_script(REPO / "experiments" / "fewshot_pre_finetune.py")
+    fs = _load_script()
+    out = pathlib.Path("/o")
+    row = {"seed": 2, "shots": 5, "method": "only_rain_P"}
+    assert fs.method_spec("only_rain_P")[1] == "uniform"     # saved by the shared branch
+    assert pre.transfer_dir(out, row) == out / "seed2" / "shared_only_rain_P" / "transfer"
+    assert pre.transfer_dir(out, {**row, "method": "DRTL_P"}) == (
+        out / "seed2" / "shots5" / "DRTL_P" / "transfer")
+    assert pre.transfer_dir(out, {**row, "method": "target_only"}) is None
