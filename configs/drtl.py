@@ -76,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.relation.logit_scale = 16.0
     c.relation.steps_per_call = 1          # DRN steps per jitted call (>1: lax.scan chunks)
     c.relation.target_crops_per_image = 16
+    c.relation.mix_fraction = 0.0         # DRN samples that mix two distortions (soft labels
+    #                                       0.5/0.5): targets with several distortions embed
+    #                                       between their prototypes (RESULTS.md, issue 15)
     c.relation.build_graph_for_uniform = True  # still draw the graph in uniform mode
 
     c.data = ml_collections.ConfigDict()

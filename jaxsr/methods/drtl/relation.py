@@ -151,11 +151,23 @@ def _logits(model, params, images, logit_scale):
     return prototype_logits(embed(model, params, images), memory_bank(params), logit_scale)
 
 
+def _ce_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy and accuracy of `(N, K)` logits. `labels`: `(N,)` int, or `(N, K)`
+    soft targets (a mixture of distortions: e.g. 0.5 / 0.5 over its two components), where a
+    prediction is right when it names one of the components."""
+    if labels.ndim == 2:
+        loss = jnp.mean(optax.softmax_cross_entropy(logits, labels))
+        hit = jnp.take_along_axis(labels, jnp.argmax(logits, -1)[:, None], -1)[:, 0] > 0
+        return loss, jnp.mean(hit)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
 def drn_loss(model: DistortionRelationNet, params: PyTree, images: jax.Array, labels: jax.Array,
              logit_scale: float = 16.0) -> jax.Array:
-    """Mean cross-entropy of the prototype classifier; images `(N, h, w, 3)`, labels `(N,)` int."""
-    logits = _logits(model, params, images, logit_scale)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    """Mean cross-entropy of the prototype classifier; images `(N, h, w, 3)`, labels `(N,)` int
+    or `(N, K)` soft (mixtures)."""
+    return _ce_and_accuracy(_logits(model, params, images, logit_scale), labels)[0]
 
 
 def drn_accuracy(model: DistortionRelationNet, params: PyTree, images: jax.Array,
@@ -173,9 +185,7 @@ def drn_train_step(model: DistortionRelationNet, optimizer: optax.GradientTransf
     """
 
     def loss_fn(p):
-        logits = _logits(model, p, images, logit_scale)
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-        return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+        return _ce_and_accuracy(_logits(model, p, images, logit_scale), labels)
 
     (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -213,7 +223,7 @@ def train_drn(key: jax.Array, sample_fn: Callable[[jax.Array], tuple[jax.Array, 
     Args:
       key: PRNG key.
       sample_fn: jittable `sample_fn(key) -> (images (N, h, w, 3) [0, 1], labels (N,) int in
-        [0, K))`, e.g. built on the degradation registry.
+        [0, K) or (N, K) soft targets)`, e.g. built on the degradation registry.
       num_steps: optimizer steps.
       num_tasks: K (needed when `model` is None; default model = `DistortionRelationNet(K)`).
       optimizer: default `optax.adam(learning_rate)`.

@@ -53,6 +53,28 @@ def task_names(config: ml_collections.ConfigDict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- relation
+def mix_task_batch(names: list[str], key: jax.Array, lr: jax.Array, fraction: float,
+                   scale: int, mode: str) -> tuple[jax.Array, jax.Array]:
+    """Two-distortion mixtures for DRN training, with soft labels.
+
+    `lr` `(K, B, h, w, 3)` in [0, 1]: row k distorted by task k. With probability `fraction` a
+    sample of row j instead gets task j applied on top of row perm[j]'s sample (perm a random
+    permutation of the K tasks; at `scale` in 'same' mode, else at scale 1, so sizes hold) and
+    the label 0.5 / 0.5 over {j, perm[j]}: the memory bank then learns where mixtures lie, and a
+    target with several distortions embeds between their prototypes instead of on the most
+    salient one. Returns (images `(K, B, h, w, 3)`, soft labels `(K, B, K)`)."""
+    K, B = lr.shape[:2]
+    k_perm, k_syn, k_mask = jax.random.split(key, 3)
+    perm = jax.random.permutation(k_perm, K)
+    second = synthesize_tasks(names, k_syn, lr[perm], scale if mode == "same" else 1, "same")
+    onehot = jnp.eye(K, dtype=jnp.float32)
+    pure = jnp.broadcast_to(onehot[:, None, :], (K, B, K))
+    mixed = jnp.broadcast_to((0.5 * onehot + 0.5 * onehot[perm])[:, None, :], (K, B, K))
+    mask = jax.random.bernoulli(k_mask, fraction, (K, B))
+    images = jnp.where(mask[..., None, None, None], second, lr)
+    return images, jnp.where(mask[..., None], mixed, pure)
+
+
 def train_relation_net(config, names: list[str]):
     """Trains the DRN + memory bank on the K auxiliary distortions; returns (model, variables).
     Depends only on the auxiliary data and the seed, so one network serves every target."""
@@ -61,11 +83,17 @@ def train_relation_net(config, names: list[str]):
     pool = _hr_pool(config, rc.crop * (aux_scale if mode == "down" else 1), rc.pool_size)
     per_task = rc.batch_per_task
 
+    mix = float(rc.get("mix_fraction", 0.0))
+
     def sample(key):
         k_idx, k_syn = jax.random.split(key)
         idx = jax.random.randint(k_idx, (K, per_task), 0, pool.shape[0])
         hr = pool[idx].astype(jnp.float32) / 255.0
         lr = synthesize_tasks(names, k_syn, hr, aux_scale, mode)
+        if mix > 0:
+            lr, labels = mix_task_batch(names, jax.random.fold_in(key, 1), lr, mix, aux_scale,
+                                        mode)
+            return lr.reshape((K * per_task,) + lr.shape[2:]), labels.reshape(K * per_task, K)
         return lr.reshape((K * per_task,) + lr.shape[2:]), jnp.repeat(jnp.arange(K), per_task)
 
     model = DistortionRelationNet(num_tasks=K, embed_dim=rc.embed_dim, widths=tuple(rc.widths),
