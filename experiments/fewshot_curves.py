@@ -56,17 +56,8 @@ RECIPES: dict[str, list[str]] = {
 
 def validation_folder(out: pathlib.Path) -> pathlib.Path:
     """OUT/pairs: links to every pair but the last --exclude_last (the evaluation pairs)."""
-    src = pathlib.Path(_DATA.value).expanduser().resolve()
-    dst = out / "pairs"
-    names = sorted(p.name for p in (src / "hr").iterdir())
-    keep = names[:len(names) - _EXCLUDE.value]
-    for sub in ("lr", "hr"):
-        (dst / sub).mkdir(parents=True, exist_ok=True)
-        for name in keep:
-            link = dst / sub / name
-            if not link.exists():
-                link.symlink_to(src / sub / name)
-    return dst
+    from jaxsr.methods.drtl.data import set_aside_last
+    return set_aside_last(_DATA.value, out / "pairs", _EXCLUDE.value)
 
 
 def run_one(out: pathlib.Path, pairs: pathlib.Path, recipe: str, shots: int, seed: int) -> dict:

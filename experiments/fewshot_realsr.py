@@ -89,23 +89,13 @@ def expand_methods(methods: list[str], tasks: tuple[str, ...]) -> list[str]:
 
 def pairs_folder(out: pathlib.Path, lr_subdir: str, hr_subdir: str) -> str:
     """--data_dir, or with --exclude_last N, OUT/pairs: links to every pair but the last N."""
-    src = pathlib.Path(_DATA.value).expanduser().resolve()
     if not _EXCLUDE.value:
-        return str(src)
-    names = sorted(p.name for p in (src / hr_subdir).iterdir())
-    stems = {pathlib.Path(n).stem for n in names[:len(names) - _EXCLUDE.value]}
-    dst = out / "pairs"
-    for sub in (lr_subdir, hr_subdir):
-        (dst / sub).mkdir(parents=True, exist_ok=True)
-        for path in (src / sub).iterdir():
-            link = dst / sub / path.name
-            if path.stem in stems and not link.exists():
-                link.symlink_to(path)
-    return str(dst)
+        return str(pathlib.Path(_DATA.value).expanduser().resolve())
+    from jaxsr.methods.drtl.data import set_aside_last
+    return str(set_aside_last(_DATA.value, out / "pairs", _EXCLUDE.value, (lr_subdir, hr_subdir)))
 
 
 def make_config(base, seed: int, shots: int, method: str, data_dir: str):
-    import ast
     c = base.copy_and_resolve_references()
     c.unlock()
     pipeline, mode, tasks = method_spec(method)
@@ -121,14 +111,9 @@ def make_config(base, seed: int, shots: int, method: str, data_dir: str):
     c.transfer.num_steps = _T.value
     c.finetune.num_steps = _F.value + (_T.value if pipeline == "none" else 0)
     c.finetune.eval_every = 10 ** 9  # evaluate once, at the end
-    from jaxsr.config_util import override
+    from jaxsr.config_util import override, parse_override
     for item in _OVERRIDES.value:
-        key, value = item.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass  # a plain string
-        override(c, key, value)
+        override(c, *parse_override(item))
     c.lock()
     return c
 

@@ -18,7 +18,6 @@ Writes OUT/results.json and OUT/results.md (mean +- std of rho per variant, per-
 """
 from __future__ import annotations
 
-import ast
 import json
 import pathlib
 import sys
@@ -69,34 +68,12 @@ def oracle_gains(path: pathlib.Path, stage: str = "after") -> dict[str, float]:
     return {t: float(np.mean(v)) for t, v in gains.items()}
 
 
-def parse_overrides(items) -> list[tuple[str, object]]:
-    out = []
-    for item in items:
-        if not item:
-            continue
-        key, value = item.split("=", 1)
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        out.append((key, value))
-    return out
-
-
 def target_folder(out: pathlib.Path) -> str:
     """--data_dir, or with --exclude_last N a folder of links to all but the last N pairs."""
     if not _DATA.value or not _EXCLUDE.value:
         return _DATA.value
-    src = pathlib.Path(_DATA.value).expanduser().resolve()
-    names = sorted(p.stem for p in (src / "hr").iterdir())
-    keep = set(names[:len(names) - _EXCLUDE.value])
-    dst = out / "pairs"
-    for sub in ("lr", "hr"):
-        (dst / sub).mkdir(parents=True, exist_ok=True)
-        for p in (src / sub).iterdir():
-            if p.stem in keep and not (dst / sub / p.name).exists():
-                (dst / sub / p.name).symlink_to(p)
-    return str(dst)
+    from jaxsr.methods.drtl.data import set_aside_last
+    return str(set_aside_last(_DATA.value, out / "pairs", _EXCLUDE.value))
 
 
 def main(argv):
@@ -108,7 +85,7 @@ def main(argv):
     import jax.numpy as jnp
     import numpy as np
     from scipy.stats import spearmanr
-    from jaxsr.config_util import load_config_file, override
+    from jaxsr.config_util import load_config_file, override, parse_override
     from jaxsr.methods.drtl import data as drtl_data
     from jaxsr.methods.drtl import train as drtl
     from jaxsr.methods.drtl.relation import knowledge_graph
@@ -123,8 +100,8 @@ def main(argv):
         for drn_seed in map(int, _DRN_SEEDS.value):
             c = load_config_file(_CONFIG.value, "")
             c.unlock()
-            for key, value in parse_overrides([*_OVERRIDES.value, *rest.split(";")]):
-                override(c, key, value)
+            for item in (i for i in [*_OVERRIDES.value, *rest.split(";")] if i):
+                override(c, *parse_override(item))
             c.seed = drn_seed
             if data_dir:
                 c.data.target_dir = data_dir

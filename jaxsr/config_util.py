@@ -81,6 +81,19 @@ def override(config: ml_collections.ConfigDict, dotted: str, value) -> None:
     node[leaf] = value
 
 
+def parse_override(item: str) -> tuple[str, object]:
+    """'key=value' -> (key, value), the value read as a Python literal when it is one
+    ('1e-3' -> 0.001, '(1, 2)' -> tuple), else kept as a string ('zero_tail')."""
+    import ast
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ConfigError(f"override {item!r} is not key=value; write e.g. relation.tau=0.05")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Locks the config so a misspelt override is an error rather than a new key."""
     config.lock()

@@ -245,3 +245,28 @@ def test_pre_finetune_finds_single_distortion_transfers_where_they_are_saved():
     assert pre.transfer_dir(out, {**row, "method": "DRTL_P"}) == (
         out / "seed2" / "shots5" / "DRTL_P" / "transfer")
     assert pre.transfer_dir(out, {**row, "method": "target_only"}) is None
+
+
+def test_set_aside_last_links_all_pairs_but_the_last_n(tmp_path):
+    """The validation folder holds links to every pair but the last N by name (matched by stem,
+    whatever the extension); the set-aside pairs are absent from both subfolders."""
+    from jaxsr.methods.drtl.data import set_aside_last
+    src = tmp_path / "src"
+    for sub, ext in (("noisy", ".JPG"), ("clean", ".png")):
+        (src / sub).mkdir(parents=True)
+        for name in ("a", "b", "c", "d"):
+            (src / sub / f"{name}{ext}").write_text(name)
+    dst = set_aside_last(src, tmp_path / "pairs", 1, ("noisy", "clean"))
+    assert sorted(p.name for p in (dst / "noisy").iterdir()) == ["a.JPG", "b.JPG", "c.JPG"]
+    assert sorted(p.name for p in (dst / "clean").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert (dst / "clean" / "b.png").read_text() == "b"
+    set_aside_last(src, tmp_path / "pairs", 1, ("noisy", "clean"))   # idempotent
+
+
+def test_parse_override_reads_literals_and_keeps_strings():
+    from jaxsr.config_util import ConfigError, parse_override
+    assert parse_override("finetune.optim.lr=1e-3") == ("finetune.optim.lr", 1e-3)
+    assert parse_override("relation.widths=(8, 16)") == ("relation.widths", (8, 16))
+    assert parse_override("model.residual_init=zero_tail") == ("model.residual_init", "zero_tail")
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_override("relation.tau")

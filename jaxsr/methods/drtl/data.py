@@ -10,6 +10,7 @@ hr_subdir, shots (N few-shot pairs used for relation estimation and fine-tuning)
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any
 
 import ml_collections
@@ -130,3 +131,19 @@ def target_lr_crops(split: TargetSplit, size: int, per_image: int, seed: int) ->
 def describe(split: TargetSplit) -> str:
     return (f"{len(split.shot_names)} shot(s) {split.shot_names}, "
             f"{len(split.heldout_names)} held out {split.heldout_names}")
+
+
+def set_aside_last(src, dst, count: int, subdirs=("lr", "hr")) -> pathlib.Path:
+    """`dst`: links to every pair of `src` but the last `count` by name (matched by stem across
+    `subdirs`, the last of which lists the pairs), so those pairs are never read: choices made
+    on `dst` (validation pairs, recipes) keep the evaluation pairs unseen. Returns `dst`."""
+    src, dst = pathlib.Path(src).expanduser().resolve(), pathlib.Path(dst)
+    stems = sorted(p.stem for p in (src / subdirs[-1]).iterdir())
+    keep = set(stems[:len(stems) - count])
+    for sub in subdirs:
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+        for path in (src / sub).iterdir():
+            link = dst / sub / path.name
+            if path.stem in keep and not link.exists():
+                link.symlink_to(path)
+    return dst

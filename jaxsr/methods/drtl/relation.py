@@ -172,8 +172,9 @@ def drn_loss(model: DistortionRelationNet, params: PyTree, images: jax.Array, la
 
 def drn_accuracy(model: DistortionRelationNet, params: PyTree, images: jax.Array,
                  labels: jax.Array) -> jax.Array:
-    """Fraction of images whose nearest prototype (max cosine) is their label."""
-    return jnp.mean(jnp.argmax(_logits(model, params, images, 1.0), -1) == labels)
+    """Fraction of images whose nearest prototype (max cosine) is their label (or, for `(N, K)`
+    soft labels, one of its components)."""
+    return _ce_and_accuracy(_logits(model, params, images, 1.0), labels)[1]
 
 
 def drn_train_step(model: DistortionRelationNet, optimizer: optax.GradientTransformation,
